@@ -1,0 +1,17 @@
+"""harma_core: HarMA-adapted CLIP models for remote-sensing retrieval (no Flask, no QGIS here)."""
+
+from harma_core.embed import embed_images, embed_texts
+from harma_core.errors import (
+    AdapterError,
+    DataError,
+    HarmaError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
+from harma_core.zoo import LoadedModel, create_model
+
+__version__ = "0.1.0"
+__all__ = [
+    "AdapterError", "DataError", "HarmaError", "LoadedModel", "UnknownModelError", "WeightsUnavailableError",
+    "create_model", "embed_images", "embed_texts",
+]

@@ -1,0 +1,62 @@
+"""Batch embedding of images and texts into L2-normalised float32 numpy arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from harma_core.zoo import LoadedModel
+
+ImageLike = np.ndarray | Image.Image
+
+
+def _to_tensor_batch(images: Sequence[ImageLike], loaded: LoadedModel) -> torch.Tensor:
+    """Resize and normalise a batch; uint8 HxWx3 arrays skip PIL for speed."""
+    size = loaded.image_size
+    arrays = []
+    for im in images:
+        if isinstance(im, Image.Image):
+            im = np.array(im.convert("RGB"))
+        if im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 image, got shape {im.shape}")
+        t = torch.from_numpy(np.array(im, copy=not im.flags.writeable)).permute(2, 0, 1).float().div_(255.0)
+        if t.shape[1:] != (size, size):
+            t = F.interpolate(t[None], size=(size, size), mode="bicubic", align_corners=False,
+                              antialias=True)[0].clamp_(0, 1)
+        arrays.append(t)
+    batch = torch.stack(arrays)
+    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+@torch.inference_mode()
+def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
+    """Embed RGB images (PIL or uint8 HxWx3 arrays, any size) -> (N, dim) float32, unit rows."""
+    model = loaded.model.eval()
+    out = np.empty((len(images), loaded.dim), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        batch = _to_tensor_batch(images[start:start + batch_size], loaded).to(loaded.device)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        feats = model.encode_image(batch, normalize=True)
+        out[start:start + len(feats)] = feats.float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"text {i} is empty; give a non-empty query such as 'a river'")
+    model = loaded.model.eval()
+    out = np.empty((len(texts), loaded.dim), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        tokens = loaded.tokenizer(list(texts[start:start + batch_size])).to(loaded.device)
+        feats = model.encode_text(tokens, normalize=True)
+        out[start:start + len(feats)] = feats.float().cpu().numpy()
+    return out

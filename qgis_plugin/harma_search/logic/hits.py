@@ -1,0 +1,93 @@
+"""Search hits: the server's GeoJSON FeatureCollection turned into typed rows for a results layer."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ServerResponseError
+
+# (name, type) of the results layer's fields; types are QGIS memory-provider type names.
+RESULT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("rank", "integer"),
+    ("score", "double"),
+    ("tile_id", "string"),
+    ("raster", "string"),
+    ("collection", "string"),
+    ("query", "string"),
+)
+
+Ring = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching tile: rank, score, identity and its footprint rings in EPSG:4326."""
+
+    rank: int
+    score: float
+    tile_id: int | str
+    raster: str
+    collection: str
+    query: str
+    rings: tuple[Ring, ...]
+
+    def values(self) -> list[Any]:
+        """Attribute values in RESULT_FIELDS order."""
+        return [self.rank, self.score, str(self.tile_id), self.raster, self.collection, self.query]
+
+    def wkt(self) -> str:
+        """The footprint as a WKT POLYGON."""
+        parts = ", ".join("(" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + ")" for ring in self.rings)
+        return f"POLYGON ({parts})"
+
+    def row_text(self) -> str:
+        """One line for the dock's result list."""
+        name = self.raster.replace("\\", "/").rsplit("/", 1)[-1]
+        return f"#{self.rank}  {self.score:.3f}  tile {self.tile_id}  {name}"
+
+
+def _rings(geometry: Any) -> tuple[Ring, ...]:
+    if not isinstance(geometry, dict) or geometry.get("type") != "Polygon":
+        raise ServerResponseError(f"hit geometry {str(geometry)[:80]!r} is not a GeoJSON Polygon")
+    rings = []
+    for ring in geometry.get("coordinates") or ():
+        points = tuple((float(p[0]), float(p[1])) for p in ring)
+        if len(points) < 4 or not all(math.isfinite(v) for p in points for v in p):
+            raise ServerResponseError(f"hit footprint ring {str(ring)[:80]!r} is not a closed finite ring")
+        rings.append(points)
+    if not rings:
+        raise ServerResponseError("hit footprint has no rings")
+    return tuple(rings)
+
+
+def parse_hits(body: Any, query: str) -> list[Hit]:
+    """Parse a /search FeatureCollection into hits sorted by rank; query labels every hit."""
+    if not isinstance(body, dict) or body.get("type") != "FeatureCollection":
+        raise ServerResponseError(f"/search answered {str(body)[:120]!r}, not a GeoJSON FeatureCollection")
+    hits = []
+    for position, feature in enumerate(body.get("features") or (), start=1):
+        props = feature.get("properties") or {}
+        try:
+            hits.append(Hit(
+                rank=int(props.get("rank", position)),
+                score=float(props["score"]),
+                tile_id=props["tile_id"],
+                raster=str(props.get("raster", "")),
+                collection=str(props.get("collection", "")),
+                query=query,
+                rings=_rings(feature.get("geometry")),
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServerResponseError(f"search hit {str(props)[:120]!r} lacks a usable {exc}") from exc
+    return sorted(hits, key=lambda h: h.rank)
+
+
+def filter_min_score(hits: list[Hit], min_score: float | None) -> list[Hit]:
+    """Hits at or above min_score (all when it is None); the server filters too, this guards old ones."""
+    return list(hits) if min_score is None else [h for h in hits if h.score >= min_score]
+
+
+def rerank(hits: list[Hit]) -> list[Hit]:
+    """Renumber ranks 1..n in the given order (after hits were dropped by an area filter)."""
+    return [Hit(i, h.score, h.tile_id, h.raster, h.collection, h.query, h.rings) for i, h in enumerate(hits, 1)]

@@ -1,0 +1,105 @@
+"""The server conversations (search, index with polling and cancel, previews) over any client object.
+
+The client is the plugin's QGIS network client in production; these functions only sequence requests,
+so the Processing algorithms and the dock's tasks share them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import api
+from .errors import CancelledError, ServerResponseError
+from .hits import Hit, filter_min_score, parse_hits
+from .params import IndexParams, SearchParams
+from .status import JobStatus, ServerStatus, parse_collections, parse_health, parse_job
+
+POLL_SECONDS = 0.5
+CANCEL_WAIT_SECONDS = 30.0
+
+
+class Client(Protocol):
+    """What the operations need from a network client."""
+
+    def call(self, request: api.ApiRequest) -> Any:
+        """Send request, return the decoded JSON body; raise PluginError subclasses."""
+
+    def download(self, request: api.ApiRequest, dest: str) -> str:
+        """Send request, write the body to dest, return dest."""
+
+    def detached(self) -> Client:
+        """A client that ignores cancellation (to send the cancel itself)."""
+
+
+def fetch_status(client: Client) -> ServerStatus:
+    """GET /health as a ServerStatus."""
+    return parse_health(client.call(api.health()))
+
+
+def run_search(client: Client, params: SearchParams) -> list[Hit]:
+    """POST /search and return the hits (min score applied)."""
+    body = client.call(api.search(params))
+    return filter_min_score(parse_hits(body, params.label), params.min_score)
+
+
+def ensure_collection(client: Client, params: IndexParams) -> bool:
+    """Create the collection unless it exists; True when it was created."""
+    existing = client.call(api.list_collections())
+    if params.collection in parse_collections(existing):
+        return False
+    try:
+        client.call(api.create_collection(params.collection, params.tile_size, params.overlap))
+    except ServerResponseError as exc:
+        if exc.status != 409:  # created meanwhile by someone else: fine
+            raise
+        return False
+    return True
+
+
+def run_index(
+    client: Client,
+    params: IndexParams,
+    on_progress: Callable[[JobStatus], None],
+    is_cancelled: Callable[[], bool],
+    on_job: Callable[[str], None] = lambda job_id: None,
+    poll_seconds: float = POLL_SECONDS,
+) -> JobStatus:
+    """Start an indexing job and poll it to the end; on cancel, cancel the server job and raise CancelledError."""
+    ensure_collection(client, params)
+    started = client.call(api.add_rasters(params.collection, params.paths))
+    job_id = str((started or {}).get("job_id", "")) if isinstance(started, dict) else ""
+    if not job_id:
+        raise ServerResponseError(f"the server started no job for {params.collection!r}: got {started!r}")
+    on_job(job_id)
+    while True:
+        if is_cancelled():
+            raise CancelledError(f"Indexing cancelled; {cancel_job(client.detached(), job_id).describe()}")
+        status = parse_job(client.call(api.job_status(job_id)), job_id)
+        on_progress(status)
+        if status.finished:
+            return status
+        time.sleep(poll_seconds)
+
+
+def cancel_job(client: Client, job_id: str, wait_seconds: float = CANCEL_WAIT_SECONDS) -> JobStatus:
+    """DELETE /jobs/<id> and wait until the server reports the job finished (normally 'cancelled')."""
+    client.call(api.cancel_job(job_id))
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        status = parse_job(client.call(api.job_status(job_id)), job_id)
+        if status.finished or time.monotonic() > deadline:
+            return status
+        time.sleep(POLL_SECONDS)
+
+
+def download_previews(client: Client, hits: list[Hit], folder: str, count: int) -> list[tuple[Hit, str]]:
+    """Download the georeferenced crops of the top count hits into folder; return (hit, path) pairs."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    saved = []
+    for hit in hits[:count]:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{hit.collection}_{hit.tile_id}")
+        dest = str(Path(folder) / f"{safe}.tif")
+        saved.append((hit, client.download(api.tile_raster(hit.collection, hit.tile_id), dest)))
+    return saved

@@ -1,0 +1,75 @@
+"""The plugin's HTTP client: QgsBlockingNetworkRequest, so QGIS's proxy, auth and SSL settings apply."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+
+from .logic import api
+from .logic.errors import CancelledError, ServerUnavailableError
+
+USER_AGENT = b"harma-search-qgis-plugin"
+
+
+class ServerClient:
+    """Sends ApiRequests to one server; blocking, so use it inside a QgsTask or a Processing algorithm."""
+
+    def __init__(self, base_url: str, token: str = "", feedback: QgsFeedback | None = None) -> None:
+        self.base_url = api.normalise_base_url(base_url)
+        self.token = token
+        self.feedback = feedback
+
+    def detached(self) -> ServerClient:
+        """A client for the same server that is not cancelled with this one's feedback."""
+        return ServerClient(self.base_url, self.token, None)
+
+    def _request(self, req: api.ApiRequest) -> QNetworkRequest:
+        request = QNetworkRequest(QUrl(req.url(self.base_url)))
+        request.setRawHeader(b"User-Agent", USER_AGENT)
+        request.setRawHeader(b"Accept", b"application/json")
+        if req.body is not None:
+            request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
+        if self.token:
+            request.setRawHeader(b"Authorization", b"Bearer " + self.token.encode("utf-8"))
+        return request
+
+    def _send(self, req: api.ApiRequest) -> bytes:
+        url = req.url(self.base_url)
+        blocking = QgsBlockingNetworkRequest()
+        request = self._request(req)
+        if req.method == "GET":
+            blocking.get(request, True, self.feedback)
+        elif req.method == "POST":
+            blocking.post(request, req.payload(), True, self.feedback)
+        elif req.method == "DELETE":
+            blocking.deleteResource(request, self.feedback)
+        else:
+            raise ValueError(f"unsupported HTTP method {req.method!r}")
+        if self.feedback is not None and self.feedback.isCanceled():
+            raise CancelledError(f"Cancelled: {req.method} {url}")
+        reply = blocking.reply()
+        raw = bytes(reply.content())
+        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+        if status is None:  # no HTTP answer at all: refused, timed out, DNS, SSL
+            reason = blocking.errorMessage() or str(reply.errorString())
+            if reply.error() == QNetworkReply.NetworkError.OperationCanceledError:
+                raise CancelledError(f"Cancelled: {req.method} {url}")
+            raise ServerUnavailableError(
+                f"HarMA server not reachable at {self.base_url} ({reason}). Start it with "
+                f"'{api.START_HINT}' or fix the server URL in the HarMA dock, then press Retry."
+            )
+        if int(status) >= 400:
+            raise api.error_from_response(int(status), raw, url)
+        return raw
+
+    def call(self, req: api.ApiRequest) -> Any:
+        """Send req and return its decoded JSON body."""
+        return api.decode_json(self._send(req), req.url(self.base_url))
+
+    def download(self, req: api.ApiRequest, dest: str) -> str:
+        """Send req and write the raw body to dest."""
+        Path(dest).write_bytes(self._send(req))
+        return dest

@@ -1,0 +1,109 @@
+"""QgsTasks that run server calls off the main thread and report a Success/Failed/Cancelled outcome."""
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
+
+from .logic.errors import CancelledError, PluginError
+from .logic.operations import run_index
+from .logic.params import IndexParams
+from .logic.status import JobStatus
+from .network import ServerClient
+from .settings import PluginSettings
+
+LOG_TAG = "HarMA Search"
+
+
+class Outcome(Enum):
+    """How a task ended."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class TaskResult:
+    """What finished() hands to the plugin on the main thread."""
+
+    outcome: Outcome
+    value: Any = None
+    error: str = ""
+
+
+Work = Callable[[ServerClient, "ServerTask"], Any]
+
+
+class ServerTask(QgsTask):
+    """Runs work(client, task) in run(); never touches the GUI there; calls on_done from finished()."""
+
+    def __init__(self, description: str, settings: PluginSettings, work: Work,
+                 on_done: Callable[[TaskResult], None]) -> None:
+        super().__init__(description, QgsTask.Flag.CanCancel)
+        self.settings = settings
+        self.work = work
+        self.on_done = on_done
+        self.feedback = QgsFeedback()
+        self.value: Any = None
+        self.error = ""
+        self.cancelled_by_server = False
+
+    def run(self) -> bool:
+        """Worker thread: do the work, keep the value or the error message."""
+        try:
+            client = ServerClient(self.settings.server_url, self.settings.token, self.feedback)
+            self.value = self.work(client, self)
+            return True
+        except CancelledError as exc:
+            self.error = str(exc)
+            self.cancelled_by_server = True
+            return False
+        except PluginError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # a bug, not a user error: log the traceback, show one line
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
+            self.error = f"Unexpected error in '{self.description()}': {exc} (details in the log panel)"
+            return False
+
+    def cancel(self) -> None:
+        """Abort the running request as well as the task."""
+        self.feedback.cancel()
+        super().cancel()
+
+    def finished(self, result: bool) -> None:
+        """Main thread: hand the outcome over."""
+        if result:
+            outcome = TaskResult(Outcome.SUCCESS, self.value)
+        elif self.isCanceled() or self.cancelled_by_server:
+            outcome = TaskResult(Outcome.CANCELLED, self.value, self.error or "Cancelled")
+        else:
+            outcome = TaskResult(Outcome.FAILED, self.value, self.error)
+        self.on_done(outcome)
+
+
+class IndexTask(ServerTask):
+    """Indexing job: progress and ETA go to the task manager and to on_status (main thread, queued)."""
+
+    def __init__(self, settings: PluginSettings, params: IndexParams,
+                 on_done: Callable[[TaskResult], None]) -> None:
+        super().__init__(f"HarMA: index {len(params.paths)} raster(s) into '{params.collection}'",
+                         settings, self._index, on_done)
+        self.params = params
+        self.job_id = ""
+        self.last_status: JobStatus | None = None
+
+    def _index(self, client: ServerClient, task: ServerTask) -> JobStatus:
+        return run_index(client, self.params, self._progress, self.isCanceled, self._job)
+
+    def _job(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def _progress(self, status: JobStatus) -> None:
+        self.last_status = status
+        self.setProgress(status.percent)

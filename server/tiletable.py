@@ -1,0 +1,203 @@
+"""The tile and raster tables of a collection, kept in one GeoPackage (tiles.gpkg) that QGIS can open."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from server import gpkg
+from server.tiling import TileRecord
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS tiles (
+  fid INTEGER PRIMARY KEY AUTOINCREMENT,
+  geom MULTIPOLYGON,
+  raster TEXT NOT NULL,
+  col_off INTEGER NOT NULL, row_off INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+  crs TEXT,
+  minx REAL, miny REAL, maxx REAL, maxy REAL,
+  lon_min REAL, lat_min REAL, lon_max REAL, lat_max REAL,
+  added_at TEXT NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tiles_raster_idx ON tiles (raster, deleted);
+CREATE INDEX IF NOT EXISTS tiles_lonlat_idx ON tiles (lon_min, lon_max, lat_min, lat_max);
+CREATE TABLE IF NOT EXISTS rasters (
+  fid INTEGER PRIMARY KEY AUTOINCREMENT,
+  path TEXT NOT NULL UNIQUE,
+  size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  tiles INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
+  info TEXT,
+  added_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+"""
+_TILE_COLUMNS = ("fid", "raster", "col_off", "row_off", "width", "height", "crs", "minx", "miny", "maxx", "maxy",
+                 "added_at", "deleted", "geom")
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with a Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class RasterRow:
+    """One row of the rasters table."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    state: str  # indexing | complete | deleted
+    tiles: int
+    skipped: int
+    info: dict[str, Any] | None
+
+
+def _multi(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """Footprints are stored as MULTIPOLYGON so the layer has one geometry type."""
+    return MultiPolygon([geom]) if isinstance(geom, Polygon) else geom
+
+
+class TileTable:
+    """Transactional access to tiles.gpkg; one short-lived sqlite connection per operation (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose changes commit on success and roll back on error."""
+        conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    def create(self) -> None:
+        """Create the GeoPackage with empty tables."""
+        with self.connect() as conn:
+            gpkg.init_geopackage(conn)
+            conn.executescript(_TABLES)
+            gpkg.register_features(conn, "tiles", "geom", "MULTIPOLYGON", 4326,
+                                   "HarMA Search tiles: footprints in EPSG:4326, window on the raster grid")
+            gpkg.register_attributes(conn, "rasters", "rasters of the collection and their indexing state")
+
+    # -- tiles -------------------------------------------------------------------------------------------
+    def insert_tiles(self, records: Iterable[TileRecord]) -> list[int]:
+        """Insert tile rows in one transaction; returns their new ids (never reused, AUTOINCREMENT)."""
+        now = utc_now()
+        ids = []
+        with self.connect() as conn:
+            for r in records:
+                lonlat = r.footprint.bounds if r.footprint is not None else (None, None, None, None)
+                cur = conn.execute(
+                    "INSERT INTO tiles (geom, raster, col_off, row_off, width, height, crs, minx, miny, maxx, maxy,"
+                    " lon_min, lat_min, lon_max, lat_max, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (gpkg.encode_geometry(_multi(r.footprint), 4326), r.raster, *r.window, r.crs, *r.bounds,
+                     *lonlat, now))
+                ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        return ids
+
+    def live_ids(self) -> set[int]:
+        """Ids of tiles not marked deleted."""
+        with self.connect() as conn:
+            return {row[0] for row in conn.execute("SELECT fid FROM tiles WHERE deleted = 0")}
+
+    def delete_rows(self, ids: Iterable[int]) -> None:
+        """Drop rows outright (used for rows whose vectors never reached a saved index)."""
+        with self.connect() as conn:
+            conn.executemany("DELETE FROM tiles WHERE fid = ?", [(i,) for i in ids])
+
+    def mark_raster_tiles_deleted(self, raster: str) -> list[int]:
+        """Mark every live tile of a raster deleted; returns their ids."""
+        with self.connect() as conn:
+            ids = [r[0] for r in conn.execute("SELECT fid FROM tiles WHERE raster = ? AND deleted = 0", (raster,))]
+            conn.execute("UPDATE tiles SET deleted = 1 WHERE raster = ? AND deleted = 0", (raster,))
+        return ids
+
+    def windows_of(self, raster: str) -> set[tuple[int, int, int, int]]:
+        """Windows already indexed for a raster (live tiles only)."""
+        with self.connect() as conn:
+            return {tuple(r) for r in conn.execute(  # type: ignore[misc]
+                "SELECT col_off, row_off, width, height FROM tiles WHERE raster = ? AND deleted = 0", (raster,))}
+
+    def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Live tile rows by id, footprint decoded; missing or deleted ids are absent."""
+        ids = list(ids)
+        out: dict[int, dict[str, Any]] = {}
+        with self.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT {', '.join(_TILE_COLUMNS)} FROM tiles WHERE deleted = 0 AND fid IN ({marks})"  # noqa: S608
+                for row in conn.execute(query, chunk):
+                    d = dict(zip(_TILE_COLUMNS, row))
+                    d["geom"] = gpkg.decode_geometry(d["geom"])
+                    out[d["fid"]] = d
+        return out
+
+    def ids_in_lonlat_box(self, west: float, south: float, east: float, north: float) -> list[int]:
+        """Live tiles whose WGS84 envelope overlaps the box (a coarse filter; refine with the footprint)."""
+        with self.connect() as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT fid FROM tiles WHERE deleted = 0 AND lon_min <= ? AND lon_max >= ? AND lat_min <= ? "
+                "AND lat_max >= ?", (east, west, north, south))]
+
+    def lonlat_extent(self) -> tuple[float, float, float, float] | None:
+        """Envelope of all live footprints, or None when there are none."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT min(lon_min), min(lat_min), max(lon_max), max(lat_max) FROM tiles "
+                               "WHERE deleted = 0").fetchone()
+        return None if row[0] is None else tuple(row)  # type: ignore[return-value]
+
+    def set_extent(self) -> None:
+        """Store the live extent in gpkg_contents."""
+        extent = self.lonlat_extent()
+        with self.connect() as conn:
+            gpkg.set_extent(conn, "tiles", extent)
+
+    # -- rasters -----------------------------------------------------------------------------------------
+    def raster(self, path: str) -> RasterRow | None:
+        """The bookkeeping row of one raster, if any."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT path, size, mtime_ns, state, tiles, skipped, info FROM rasters "
+                               "WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        return RasterRow(*row[:6], json.loads(row[6]) if row[6] else None)
+
+    def rasters(self) -> list[RasterRow]:
+        """All raster rows, in insertion order."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT path, size, mtime_ns, state, tiles, skipped, info FROM rasters "
+                                "ORDER BY fid").fetchall()
+        return [RasterRow(*r[:6], json.loads(r[6]) if r[6] else None) for r in rows]
+
+    def set_raster(self, path: str, size: int, mtime_ns: int, state: str, info: dict[str, Any] | None,
+                   tiles: int = 0, skipped: int = 0) -> None:
+        """Insert or update a raster's bookkeeping row."""
+        now = utc_now()
+        with self.connect() as conn:
+            conn.execute(
+                "INSERT INTO rasters (path, size, mtime_ns, state, tiles, skipped, info, added_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, state=excluded.state, tiles=excluded.tiles, "
+                "skipped=excluded.skipped, info=COALESCE(excluded.info, rasters.info), "
+                "updated_at=excluded.updated_at",
+                (path, size, mtime_ns, state, tiles, skipped, json.dumps(info) if info else None, now, now))
+
+    def counts(self) -> dict[str, int]:
+        """Live tiles and rasters by state."""
+        with self.connect() as conn:
+            tiles = conn.execute("SELECT count(*) FROM tiles WHERE deleted = 0").fetchone()[0]
+            states = dict(conn.execute("SELECT state, count(*) FROM rasters GROUP BY state").fetchall())
+        return {"tiles": tiles, "rasters": states.get("complete", 0), "rasters_partial": states.get("indexing", 0)}

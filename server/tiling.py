@@ -1,0 +1,343 @@
+"""Pure tiling on a raster's own pixel grid: windows, bounds, WGS84 footprints, band choice and stretch.
+
+Bounds are always (left, bottom, right, top) in the CRS they are stated with; windows are integer
+(col_off, row_off, width, height) on the raster grid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
+from rasterio.windows import bounds as rio_window_bounds
+from rasterio.windows import from_bounds as rio_from_bounds
+from shapely.affinity import translate
+from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+
+from server.errors import InvalidRequest, RasterError
+
+MIN_SIDE = 16  # pixels; smaller rasters carry too little to embed meaningfully
+WGS84 = CRS.from_epsg(4326)
+_SAMPLE_SIDE = 1024  # long side of the decimated read used for percentiles
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """How a collection cuts rasters into tiles; recorded in its manifest."""
+
+    tile_size: int = 256
+    overlap: int = 0
+    tile_size_m: float | None = None
+    overlap_m: float | None = None
+    bands: tuple[int, ...] | None = None
+    pixel_coords: bool = False
+    percentiles: tuple[float, float] = (2.0, 98.0)
+
+    def __post_init__(self) -> None:
+        if self.tile_size < MIN_SIDE:
+            raise InvalidRequest(f"tile_size={self.tile_size} is too small; use at least {MIN_SIDE} pixels")
+        if not 0 <= self.overlap < self.tile_size:
+            raise InvalidRequest(f"overlap={self.overlap} must be >= 0 and < tile_size={self.tile_size}")
+        if self.tile_size_m is not None and self.tile_size_m <= 0:
+            raise InvalidRequest(f"tile_size_m={self.tile_size_m} must be positive")
+        if self.overlap_m is not None and (self.overlap_m < 0 or self.tile_size_m is None
+                                           or self.overlap_m >= self.tile_size_m):
+            raise InvalidRequest(f"overlap_m={self.overlap_m} needs tile_size_m and must be in [0, tile_size_m)")
+        if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
+            raise InvalidRequest(f"bands={self.bands} must be 1 or 3 band numbers counted from 1, e.g. [4, 3, 2]")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise InvalidRequest(f"percentiles={self.percentiles} must satisfy 0 <= low < high <= 100")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["bands"] = list(self.bands) if self.bands else None
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TilingParams:
+        """Build from a dict; unknown keys fail."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidRequest(f"unknown tiling parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if d.get("bands") is not None:
+            d["bands"] = tuple(int(b) for b in d["bands"])
+        if d.get("percentiles") is not None:
+            d["percentiles"] = tuple(float(p) for p in d["percentiles"])
+        for key in ("tile_size", "overlap"):
+            if key in d and d[key] is not None:
+                d[key] = int(d[key])
+        return cls(**{k: v for k, v in d.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What tiling needs to know about one raster, computed once when it is opened."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, ...]
+    nodata: float | None
+    bands: tuple[int, int, int]
+    stretch: tuple[tuple[float, float], ...] | None
+    block: tuple[int, int] | None
+    tile: int
+    stride: int
+
+    @property
+    def affine(self) -> Affine:
+        """The pixel-to-CRS transform."""
+        return Affine(*self.transform[:6])
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """One tile: where it is, on which grid, and its footprint in EPSG:4326 (None in pixel mode)."""
+
+    raster: str
+    window: tuple[int, int, int, int]
+    crs: str | None
+    bounds: tuple[float, float, float, float]
+    footprint: BaseGeometry | None
+
+
+def axis_offsets(size: int, tile: int, stride: int) -> list[int]:
+    """Tile starts along one axis: every stride, plus a last tile flush with the edge so edges are covered."""
+    if size <= tile:
+        return [0]
+    offsets = list(range(0, size - tile, stride))
+    offsets.append(size - tile)
+    return offsets
+
+
+def aligned_stride(stride: int, block: int | None) -> int:
+    """Round a stride down to a multiple of the file's block size so reads start on block boundaries."""
+    if block and stride > block and stride % block:
+        return stride // block * block
+    return stride
+
+
+def grid_windows(width: int, height: int, tile: int, stride: int) -> list[Window]:
+    """All tile windows of a width x height grid in row-major order (the file's natural read order)."""
+    tw, th = min(tile, width), min(tile, height)
+    return [Window(c, r, tw, th) for r in axis_offsets(height, tile, stride)
+            for c in axis_offsets(width, tile, stride)]
+
+
+def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a window in the transform's CRS."""
+    return tuple(float(v) for v in rio_window_bounds(window, transform))  # type: ignore[return-value]
+
+
+def bounds_window(transform: Affine, bounds: tuple[float, float, float, float]) -> Window:
+    """The integer window covering bounds (left, bottom, right, top), offsets and sizes rounded to nearest."""
+    w = rio_from_bounds(*bounds, transform=transform)
+    c0, r0 = round(w.col_off), round(w.row_off)
+    c1, r1 = round(w.col_off + w.width), round(w.row_off + w.height)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _perimeter(window: Window, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-edge coordinates around a window, `per_edge` points per side, closed ring order."""
+    c0, r0 = float(window.col_off), float(window.row_off)
+    c1, r1 = c0 + float(window.width), r0 + float(window.height)
+    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
+    cols = np.concatenate([c0 + (c1 - c0) * t, np.full(per_edge, c1), c1 - (c1 - c0) * t, np.full(per_edge, c0)])
+    rows = np.concatenate([np.full(per_edge, r0), r0 + (r1 - r0) * t, np.full(per_edge, r1), r1 - (r1 - r0) * t])
+    return cols, rows
+
+
+def antimeridian_safe(lons: np.ndarray, lats: np.ndarray) -> BaseGeometry:
+    """Polygon from a lon/lat ring, split into a MultiPolygon where it crosses the antimeridian (RFC 7946)."""
+    lons = np.degrees(np.unwrap(np.radians(lons)))  # remove 360-degree jumps between neighbours
+    if lons.min() >= 180.0:
+        lons = lons - 360.0
+    elif lons.max() <= -180.0:
+        lons = lons + 360.0
+    poly = orient(Polygon(np.column_stack([lons, lats])).buffer(0), 1.0)
+    if -180.0 <= lons.min() and lons.max() <= 180.0:
+        return poly
+    world = box(-180.0, -90.0, 180.0, 90.0)
+    shift = -360.0 if lons.max() > 180.0 else 360.0
+    outside = box(180.0, -90.0, 540.0, 90.0) if shift < 0 else box(-540.0, -90.0, -180.0, 90.0)
+    parts = [poly.intersection(world), translate(poly.intersection(outside), xoff=shift)]
+    polys = [orient(p, 1.0) for g in parts for p in getattr(g, "geoms", [g])
+             if isinstance(p, Polygon) and not p.is_empty]
+    return MultiPolygon(polys)
+
+
+def footprint_lonlat(crs: CRS | str, transform: Affine, window: Window, per_edge: int = 8) -> BaseGeometry:
+    """WGS84 footprint of a window, reprojected with densified edges; antimeridian-safe."""
+    cols, rows = _perimeter(window, per_edge)
+    xs, ys = transform * (cols, rows)
+    src = CRS.from_user_input(crs)
+    if src == WGS84:
+        lons, lats = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    else:
+        lo, la = warp_transform(src, WGS84, list(xs), list(ys))
+        lons, lats = np.asarray(lo, dtype=float), np.asarray(la, dtype=float)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        raise RasterError(f"window {tuple(window.flatten())} cannot be projected from {src} to EPSG:4326; "
+                          "check the raster's CRS")
+    return antimeridian_safe(lons, lats)
+
+
+def choose_bands(colorinterp: tuple[ColorInterp, ...], count: int,
+                 requested: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+    """Bands to show as RGB: the user's, else red/green/blue by colour interpretation, else first three,
+    else the first band repeated."""
+    if requested:
+        bad = [b for b in requested if not 1 <= b <= count]
+        if bad:
+            raise RasterError(f"bands {bad} do not exist; this raster has bands 1..{count}")
+        return (requested * 3)[:3] if len(requested) == 1 else tuple(requested[:3])  # type: ignore[return-value]
+    ci = list(colorinterp)
+    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return (ci.index(ColorInterp.red) + 1, ci.index(ColorInterp.green) + 1, ci.index(ColorInterp.blue) + 1)
+    if count >= 3:
+        return (1, 2, 3)
+    return (1, 1, 1)
+
+
+def _valid_mask(arr: np.ma.MaskedArray) -> np.ndarray:
+    """Per-pixel validity across bands: masked/nodata or non-finite anywhere counts as invalid."""
+    data = np.ma.getdata(arr)
+    invalid = np.ma.getmaskarray(arr).any(axis=0)
+    if np.issubdtype(data.dtype, np.floating):
+        invalid |= ~np.isfinite(data).all(axis=0)
+    return ~invalid
+
+
+def percentile_stretch(sample: np.ma.MaskedArray, percentiles: tuple[float, float]
+                       ) -> tuple[tuple[float, float], ...] | None:
+    """Per-band (low, high) values at the given percentiles of valid pixels; None when no pixel is valid."""
+    valid = _valid_mask(sample)
+    if not valid.any():
+        return None
+    out = []
+    for band in np.ma.getdata(sample):
+        lo, hi = np.percentile(band[valid].astype(np.float64), percentiles)
+        out.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return tuple(out)
+
+
+def to_uint8(arr: np.ma.MaskedArray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray | None:
+    """(3, H, W) masked read -> HxWx3 uint8, stretched when needed; None when every pixel is invalid."""
+    valid = _valid_mask(arr)
+    if not valid.any():
+        return None
+    data = np.ma.getdata(arr)
+    if stretch is None:
+        out = data.astype(np.uint8, copy=True)
+    else:
+        f = data.astype(np.float32)
+        for i, (lo, hi) in enumerate(stretch):
+            f[i] = (f[i] - lo) * (255.0 / (hi - lo))
+        out = np.clip(np.nan_to_num(f, nan=0.0), 0, 255).astype(np.uint8)
+    out[:, ~valid] = 0
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def _metres_to_pixels(ds: rasterio.DatasetReader, metres: float) -> int:
+    """Convert a length in metres to pixels through the transform, at the raster's centre latitude."""
+    if ds.crs is None:
+        raise RasterError(f"{ds.name} has no CRS, so a tile size in metres cannot be converted; use pixels")
+    res = abs(ds.transform.a)
+    if ds.crs.is_geographic:
+        _, lat = ds.xy(ds.height // 2, ds.width // 2)
+        metres_per_px = res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+    else:
+        metres_per_px = res * ds.crs.linear_units_factor[1]
+    return max(1, round(metres / metres_per_px))
+
+
+def inspect_raster(path: str, params: TilingParams) -> RasterInfo:
+    """Open a raster once and work out everything tiling needs; refuse unusable ones with a clear reason."""
+    try:
+        stat = os.stat(path)
+        ds = rasterio.open(path)
+    except (RasterioIOError, OSError) as e:
+        raise RasterError(f"cannot read {path} as a raster ({e}); is it a valid GeoTIFF?") from e
+    with ds:
+        if ds.width < MIN_SIDE or ds.height < MIN_SIDE:
+            raise RasterError(f"{path} is {ds.width}x{ds.height} pixels; rasters smaller than "
+                              f"{MIN_SIDE}x{MIN_SIDE} cannot be tiled")
+        if ds.crs is None and not params.pixel_coords:
+            raise RasterError(f"{path} has no CRS, so its tiles cannot be placed on a map; assign one "
+                              "(e.g. gdal_edit.py -a_srs EPSG:32633 FILE) or index with pixel_coords=true "
+                              "to keep pixel coordinates only")
+        tile = _metres_to_pixels(ds, params.tile_size_m) if params.tile_size_m else params.tile_size
+        overlap = _metres_to_pixels(ds, params.overlap_m) if params.overlap_m else params.overlap
+        tile = max(tile, MIN_SIDE)
+        overlap = min(overlap, tile - 1)
+        block = tuple(ds.block_shapes[0]) if ds.profile.get("tiled") else None
+        stride = aligned_stride(tile - overlap, block[1] if block else None)
+        bands = choose_bands(ds.colorinterp, ds.count, params.bands)
+        scale = min(1.0, _SAMPLE_SIDE / max(ds.width, ds.height))
+        shape = (3, max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        try:
+            sample = ds.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
+        except RasterioIOError as e:
+            raise RasterError(f"cannot read pixels of {path} ({e}); the file may be truncated or corrupt") from e
+        stretch = percentile_stretch(sample, params.percentiles)
+        if stretch is None and scale == 1.0:
+            raise RasterError(f"{path} has no valid pixels (all are nodata={ds.nodata} or masked); "
+                              "nothing to index")
+        if ds.dtypes[0] == "uint8":
+            stretch = None
+        elif stretch is None:  # sparse data missed by the sample: fall back to the type's range
+            info = np.iinfo(ds.dtypes[0]) if np.issubdtype(np.dtype(ds.dtypes[0]), np.integer) else None
+            stretch = tuple((float(info.min), float(info.max)) if info else (0.0, 1.0) for _ in bands)
+        return RasterInfo(
+            path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, width=ds.width, height=ds.height,
+            count=ds.count, dtype=ds.dtypes[0], crs=ds.crs.to_string() if ds.crs else None,
+            transform=tuple(ds.transform)[:6], nodata=ds.nodata, bands=bands, stretch=stretch,
+            block=block, tile=tile, stride=stride)  # type: ignore[arg-type]
+
+
+def plan_windows(info: RasterInfo) -> list[Window]:
+    """Every tile window of a raster, edge tiles included."""
+    return grid_windows(info.width, info.height, info.tile, info.stride)
+
+
+def tile_record(info: RasterInfo, window: Window) -> TileRecord:
+    """Metadata of one tile: bounds in the raster CRS (pixel units without one) and WGS84 footprint."""
+    win = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
+    if info.crs is None:
+        return TileRecord(info.path, win, None, window_bounds(Affine.identity(), window), None)
+    return TileRecord(info.path, win, info.crs, window_bounds(info.affine, window),
+                      footprint_lonlat(info.crs, info.affine, window))
+
+
+def read_tile(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_side: int | None = None
+              ) -> np.ndarray | None:
+    """Read a tile as HxWx3 uint8 (decimated to out_side, via overviews where present); None if all nodata."""
+    h, w = int(window.height), int(window.width)
+    if out_side and max(h, w) > out_side:
+        s = out_side / max(h, w)
+        h, w = max(1, round(h * s)), max(1, round(w * s))
+    arr = ds.read(list(info.bands), window=window, out_shape=(3, h, w), masked=True,
+                  resampling=Resampling.bilinear)
+    return to_uint8(arr, info.stretch)
