@@ -61,13 +61,17 @@ _PUNCT_DROP = {"'", "\u2019"}  # apostrophes join words ("don't" -> "dont") inst
 
 
 def normalize_caption(text: str, max_words: int = MAX_CAPTION_WORDS) -> str:
-    """Lower-case, replace punctuation with spaces, collapse whitespace, keep at most max_words words."""
+    """Lower-case, replace punctuation with spaces, collapse whitespace, keep at most max_words words.
+
+    A punctuation-only caption (RSICD has a few ".") is returned stripped instead of empty, because an
+    empty text cannot be embedded; only a blank input gives "".
+    """
     chars = []
     for ch in text.lower():
         if ch in _PUNCT_DROP:
             continue
         chars.append(" " if unicodedata.category(ch).startswith("P") else ch)
-    return " ".join("".join(chars).split()[:max_words])
+    return " ".join("".join(chars).split()[:max_words]) or text.strip()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -90,8 +94,7 @@ def _check_image_file(path: Path) -> str | None:
 def _clean_captions(raw: Any, source: str, skipped: list[tuple[str, str]]) -> tuple[str, ...]:
     """Keep the non-blank captions; report the blank ones.
 
-    Punctuation-only captions (RSICD has a few ".") are kept, so counts match the published datasets;
-    normalize_caption turns them into "".
+    Punctuation-only captions (RSICD has a few ".") are kept, so counts match the published datasets.
     """
     if isinstance(raw, str):
         raw = [raw]
@@ -120,8 +123,8 @@ def _finish(name: str, items: list[Item], skipped: list[tuple[str, str]], total:
     if skipped:
         kinds = Counter(re.sub(r":.*", "", reason) for _, reason in skipped)
         summary = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-        log.warning("%s: skipped %d bad row(s) of %d (%s); first: %s: %s", name, len(skipped), total,
-                    summary, skipped[0][0], skipped[0][1])
+        log.warning("%s: skipped %d bad row(s)/caption(s) among %d rows (%s); first: %s: %s", name,
+                    len(skipped), total, summary, skipped[0][0], skipped[0][1])
     if not items:
         first = "; ".join(f"{s}: {r}" for s, r in skipped[:3]) or "the file has no rows"
         raise DataError(f"{name}: no usable image/caption pairs ({first})")
@@ -131,7 +134,8 @@ def _finish(name: str, items: list[Item], skipped: list[tuple[str, str]], total:
 def assign_splits(items: Sequence[Item], val_fraction: float = 0.1) -> list[Item]:
     """Give items without a split a deterministic train/val split by a hash of their image key."""
     def key(it: Item) -> int:
-        ident = it.image if isinstance(it.image, str) else it.source
+        # Folder + file name, not the absolute path, so the split is the same on every machine.
+        ident = "/".join(Path(it.image).parts[-2:]) if isinstance(it.image, str) else it.source
         return zlib.crc32(ident.encode("utf-8"))
 
     free = sorted((i for i, it in enumerate(items) if it.split is None), key=lambda i: key(items[i]))
@@ -277,7 +281,8 @@ def read_table(path: str | Path, split: str | None = None) -> ReadReport:
     """Read a CSV or JSONL table (image, caption, optional split); rows of one image are merged."""
     path = Path(path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise DataError(f"{path}: a caption table must be .csv or .jsonl with columns image, caption[, split]")
+        raise DataError(f"{path}: a caption table must be .csv or .jsonl with columns image, caption, "
+                        f"optional split")
     if not path.is_file():
         raise DataError(f"caption table not found: {path}")
     root = path.parent
@@ -353,8 +358,9 @@ def load_dataset(data: str | Path, split: str | None) -> ReadReport:
         karpathy = sorted(data.glob("dataset_*.json")) + sorted(data.glob("dataset_*.json.gz"))
         if karpathy:
             return read_karpathy(karpathy[0], data / "images", split=split)
-        raise DataError(f"{data}: no '*_{split}.json' HarMA file and no 'dataset_*.json(.gz)' Karpathy file; "
-                        f"a dataset folder holds one of those with images under images/")
+        wanted = f"no '*_{split}.json' HarMA file and " if split else "no split given, "
+        raise DataError(f"{data}: {wanted}no 'dataset_*.json(.gz)' Karpathy file; a dataset folder holds "
+                        f"'<name>_<split>.json' files or one Karpathy file, with images under images/")
     if not data.exists():
         raise DataError(f"dataset not found: {data}; give a dataset folder or a .csv/.jsonl caption table")
     if data.suffix.lower() in TABLE_SUFFIXES:
@@ -426,7 +432,7 @@ class PairDataset(ImageDataset):
                  fallback_size: int = 224) -> None:
         super().__init__(items, transform, fallback_size)
         self.captions, self.image_index = flatten_captions(self.items)
-        self.caption_transform = caption_transform or (lambda s: s)
+        self.caption_transform = caption_transform or str  # str(s) is s: identity, and picklable
 
     def __len__(self) -> int:
         return len(self.captions)

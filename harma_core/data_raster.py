@@ -61,8 +61,9 @@ def to_uint8(data: np.ma.MaskedArray, limits: np.ndarray | None) -> np.ndarray:
 def tile_window(bounds: tuple[float, float, float, float], transform: Any, tile_size: int) -> Window:
     """Square pixel window centred on bounds (raster CRS), at least tile_size and covering the bounds."""
     left, bottom, right, top = bounds
-    inv = ~transform
-    corners = [inv * (x, y) for x in (left, right) for y in (bottom, top)]
+    # Explicit affine maths: `*` is deprecated in affine 3 and `@` missing from older versions.
+    ia, ib, ic, id_, ie, if_ = (~transform)[:6]
+    corners = [(ia * x + ib * y + ic, id_ * x + ie * y + if_) for x in (left, right) for y in (bottom, top)]
     cols = [c for c, _ in corners]
     rows = [r for _, r in corners]
     side = max(tile_size, math.ceil(max(cols) - min(cols)), math.ceil(max(rows) - min(rows)))

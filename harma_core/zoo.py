@@ -78,7 +78,10 @@ class LoadedModel:
     @property
     def identity(self) -> str:
         """Base name + weight hash + adapter hash; collections store it and refuse other models."""
-        return f"{self.name}:w={self.base_hash}:a={self.adapter_hash}"
+        # a local checkpoint is named by its architecture: its path differs between machines, its hash not
+        base = self.name.split(":", 1)[0] if ":" in self.name and Path(self.name.split(":", 1)[1]).suffix \
+            else self.name
+        return f"{base}:w={self.base_hash}:a={self.adapter_hash}"
 
     def preprocess(self, train: bool = False) -> Callable:
         """PIL image -> normalised tensor (the evaluation transform; training augments elsewhere)."""
@@ -206,6 +209,8 @@ def create_model(name: str = "harma-lite", device: str | torch.device = "auto",
     'default' loads the adapter shipped for the name (harma-lite) or, for a run folder, the run's adapter.
     """
     path = Path(name)
+    if path.is_dir() and (path / "best" / "adapter_config.json").is_file():
+        path = path / "best"  # a training run folder: its best-on-validation adapter
     if path.is_dir() and (path / "adapter_config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text()).get("base")
         if not base:
@@ -224,9 +229,9 @@ def create_model(name: str = "harma-lite", device: str | torch.device = "auto",
                          mean=info["mean"], std=info["std"], base_hash=whash,
                          dim=_embed_dim(model))
     if adapter is not None:
-        from harma_core.adapters import adapter_hash, load_adapter
+        from harma_core.adapter_io import adapter_hash, load_adapter
 
-        load_adapter(model, Path(adapter))
+        load_adapter(model, Path(adapter))  # HarMA adapters, or the named tensors of a heads/full run
         loaded.adapter_dir = Path(adapter)
         loaded.adapter_hash = adapter_hash(Path(adapter))
     loaded.device = resolve_device(device)

@@ -1,0 +1,252 @@
+"""Training: HarMA adapters (or heads only, or everything) with validation-based checkpoint selection."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harma_core import prefix_cache as pc
+from harma_core.adapter_io import save_adapter, write_adapter
+from harma_core.adapters import (
+    HarmaConfig,
+    freeze_norm_stats,
+    inject_harma,
+    mark_trainable,
+    trainable_parameters,
+)
+from harma_core.data import Item, flatten_captions, load_dataset, normalize_caption
+from harma_core.embed import embed_images, embed_texts
+from harma_core.evaluate import retrieval_metrics
+from harma_core.losses import HarmaLoss
+from harma_core.zoo import LoadedModel, create_model
+
+log = logging.getLogger(__name__)
+MODES = ("harma", "heads", "full")
+LITE_HEADS = ("visual.head", "text.proj")  # harma-lite's towers were not pretrained together: heads are new
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as run_config.json so the run can be reproduced."""
+
+    data: list[str]
+    out: str
+    model: str = "harma-lite"
+    mode: str = "harma"
+    share: str = "both"
+    image_stages: list[int] = field(default_factory=lambda: [5, 6])
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 4e-4
+    weight_decay: float = 0.04
+    warmup: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    views: int = 2
+    cache_dir: str | None = None
+    steps_per_epoch: int | None = None
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode '{self.mode}' is not one of {MODES}")
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _prepare(cfg: TrainConfig, loaded: LoadedModel) -> None:
+    """Inject adapters and set requires_grad for the chosen mode."""
+    model = loaded.model
+    if cfg.mode == "harma":
+        inject_harma(model, HarmaConfig(share=cfg.share, image_stages=tuple(cfg.image_stages),
+                                        train_logit_scale=False,  # the loss owns the temperature
+                                        extra_trainable=LITE_HEADS if loaded.name == "harma-lite" else ()))
+    else:
+        mark_trainable(model, cfg.mode)
+    model.to(loaded.device)
+
+
+def _param_groups(model: torch.nn.Module, params: list, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, gates, norms and the temperature (HARMA.md)."""
+    decay, no_decay = [], []
+    for name, p in params:
+        (no_decay if p.ndim < 2 or "gate" in name or "logit_scale" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_lambda(total: int, warmup: float):
+    warm = max(1, int(total * warmup))
+    return lambda step: (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+
+class _Encoders:
+    """Image/text encoding for training and validation, through the prefix cache when the tower allows."""
+
+    def __init__(self, cfg: TrainConfig, loaded: LoadedModel, train_items: list[Item], val_sets: dict) -> None:
+        self.loaded, self.cfg = loaded, cfg
+        # heads-only reuses the same cache as HarMA (its late stages are simply frozen)
+        self.first_stage = min(cfg.image_stages) if cfg.mode in ("harma", "heads") else None
+        self.cached = self.first_stage is not None and pc.is_cnn_tower(loaded.model)
+        cache_dir = Path(cfg.cache_dir or Path(cfg.out) / "cache")
+        if self.cached:
+            self.train_cache = pc.build_prefix_cache(loaded, train_items, cfg.views, self.first_stage,
+                                                     cache_dir, cfg.seed, num_workers=cfg.num_workers)
+            self.val_caches = {k: pc.build_prefix_cache(loaded, items, 1, self.first_stage, cache_dir,
+                                                        cfg.seed, num_workers=cfg.num_workers)
+                               for k, items in val_sets.items()}
+        self.train_items = train_items
+        self.tf = pc.train_transform(loaded)
+
+    def images(self, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        model = self.loaded.model
+        if self.cached:
+            feats = pc.sample_prefix_batch(self.train_cache, idx, rng, True, self.loaded.device)
+            return pc.suffix_forward(model, feats, self.first_stage)
+        from harma_core.data import decode_image
+
+        batch = torch.stack([self.tf(decode_image(self.train_items[i].image)) for i in idx])
+        return model.encode_image(batch.to(self.loaded.device), normalize=True)
+
+    def texts(self, captions: list[str]) -> torch.Tensor:
+        tokens = self.loaded.tokenizer(captions).to(self.loaded.device)
+        return self.loaded.model.encode_text(tokens, normalize=True)
+
+    @torch.inference_mode()
+    def validate(self, name: str, items: list[Item]) -> dict:
+        captions, owner = flatten_captions(items)
+        captions = [normalize_caption(c) for c in captions]
+        if self.cached:
+            cache = self.val_caches[name]
+            chunks = [pc.suffix_forward(self.loaded.model,
+                                        pc.sample_prefix_batch(cache, np.arange(s, min(s + 128, len(items))),
+                                                               None, False, self.loaded.device),
+                                        self.first_stage).cpu().numpy()
+                      for s in range(0, len(items), 128)]
+            img = np.concatenate(chunks)
+        else:
+            from harma_core.data import decode_image
+
+            img = embed_images(self.loaded, [decode_image(it.image) for it in items])
+        return retrieval_metrics(img, embed_texts(self.loaded, captions), owner)
+
+
+def load_splits(data: list[str]) -> tuple[list[Item], dict[str, list[Item]]]:
+    """Train items of every dataset pooled; val items per dataset name."""
+    train, val = [], {}
+    for d in data:
+        train += load_dataset(d, "train").items
+        v = load_dataset(d, "val").items
+        if v:
+            val[Path(d).stem] = v
+    if not train:
+        raise ValueError(f"no training items found in {data}")
+    return train, val
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, validating every epoch; the best-on-validation adapter is kept in OUT/best."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    _set_seed(cfg.seed)
+    loaded = create_model(cfg.model, device=cfg.device, adapter=None)
+    _prepare(cfg, loaded)
+    model = loaded.model
+    trainable, total = trainable_parameters(model)
+    log.info("trainable parameters: %d / %d (%.2f%%)", trainable, total, 100 * trainable / total)
+    train_items, val_sets = load_splits(cfg.data)
+    enc = _Encoders(cfg, loaded, train_items, val_sets)
+    loss_fn = HarmaLoss().to(loaded.device)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params += [(f"loss.{n}", p) for n, p in loss_fn.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(_param_groups(model, params, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
+                            eps=1e-8)
+    steps = cfg.steps_per_epoch or math.ceil(len(train_items) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps * cfg.epochs, cfg.warmup))
+    state = {"epoch": 0, "best": -1.0, "history": []}
+    ckpt = out / "last.pt"
+    if ckpt.is_file():  # resume
+        saved = torch.load(ckpt, map_location=loaded.device, weights_only=False)
+        model.load_state_dict(saved["model"], strict=False)
+        loss_fn.load_state_dict(saved["loss"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+        log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
+    rng = np.random.default_rng(cfg.seed + state["epoch"])
+    for epoch in range(state["epoch"], cfg.epochs):
+        model.train()
+        freeze_norm_stats(model)  # frozen BatchNorm statistics stay as pretrained
+        order = rng.permutation(len(train_items))
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for step in bar:
+            idx = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
+            caps = [normalize_caption(train_items[i].captions[rng.integers(len(train_items[i].captions))])
+                    for i in idx]
+            img, txt = enc.images(idx, rng), enc.texts(caps)
+            ids = _positive_groups(caps)
+            losses = loss_fn(img, txt, ids)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+            loss_sum += losses["total"].item()
+            bar.set_postfix(loss=f"{losses['total'].item():.3f}", img_s=f"{seen / (time.time() - t0):.1f}")
+        model.eval()
+        metrics = {name: enc.validate(name, items) for name, items in val_sets.items()}
+        score = float(np.mean([m["mR"] for m in metrics.values()])) if metrics else -float(epoch)
+        record = {"epoch": epoch + 1, "val": metrics, "val_mR_mean": score,
+                  "loss": loss_sum / steps, "seconds": time.time() - t0}
+        state["history"].append(record)
+        log.info("epoch %d: val mR %s (mean %.2f)", epoch + 1,
+                 {k: round(m["mR"], 2) for k, m in metrics.items()}, score)
+        if score > state["best"]:
+            state["best"] = score
+            _save_best(model, cfg, out / "best", {"epoch": epoch + 1, "val": metrics, "mode": cfg.mode})
+        state["epoch"] = epoch + 1
+        _write_metrics(out, cfg, state, trainable, total)
+        torch.save({"model": {n: p for n, p in model.state_dict().items() if n in dict(params)},
+                    "loss": loss_fn.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "state": state}, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+    return _write_metrics(out, cfg, state, trainable, total)
+
+
+def _save_best(model: torch.nn.Module, cfg: TrainConfig, folder: Path, extra: dict) -> None:
+    """HarMA runs save adapters; heads/full runs save their trained tensors in the same folder format."""
+    if cfg.mode == "harma":
+        save_adapter(model, folder, base_name=cfg.model, extra=extra)
+    else:
+        state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        write_adapter(folder, state, {"base": cfg.model, "extra": extra})
+
+
+def _positive_groups(captions: list[str]) -> torch.Tensor:
+    """Group ids: pairs whose captions are the same text are positives (RSICD repeats generic captions)."""
+    seen: dict[str, int] = {}
+    return torch.tensor([seen.setdefault(c, len(seen)) for c in captions], dtype=torch.long)
+
+
+def _write_metrics(out: Path, cfg: TrainConfig, state: dict, trainable: int, total: int) -> dict:
+    best = max(state["history"], key=lambda r: r["val_mR_mean"]) if state["history"] else None
+    metrics = {"mode": cfg.mode, "model": cfg.model, "trainable": trainable, "total": total,
+               "best_epoch": best["epoch"] if best else None, "best_val": best["val"] if best else None,
+               "history": state["history"]}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up (if needed) and runs every test: lint, library + server tests, then the plugin in a real QGIS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q tests --ignore=tests/plugin "$@"
+if [ -f tests/plugin/run.sh ]; then
+  bash tests/plugin/run.sh
+fi

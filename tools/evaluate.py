@@ -1,0 +1,41 @@
+"""Evaluate retrieval (R@1/5/10 both ways, mR) of a model or a training run on a dataset split.
+
+Example: python tools/evaluate.py --model harma-lite --data ../shared/data/captions/rsicd --split val --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import _bootstrap  # noqa: F401
+
+from harma_core import create_model
+from harma_core.data import load_dataset
+from harma_core.evaluate import evaluate_items, format_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="harma-lite", help="model name, checkpoint or training run folder")
+    ap.add_argument("--data", required=True, help="dataset folder or captions table")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--base", action="store_true", help="ignore any shipped adapter: the untuned base model")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    loaded = create_model(a.model, device=a.device, adapter=None if a.base else "default")
+    report = load_dataset(a.data, a.split)
+    metrics = evaluate_items(loaded, report.items)
+    print(f"{loaded.identity} on {a.data} [{a.split}]: {metrics['n_images']} images, "
+          f"{metrics['n_captions']} captions, {len(report.skipped)} skipped rows")
+    print(format_table({a.split: metrics}))
+    if a.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
