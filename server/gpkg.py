@@ -10,7 +10,7 @@ from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
-USER_VERSION = 10400  # GeoPackage 1.4
+USER_VERSION = 10300  # GeoPackage 1.3: GDAL < 3.7 (QGIS LTRs) warns on 1.4
 _FLAGS_LE_XY_ENVELOPE = 0b00000011  # little-endian, envelope [minx, maxx, miny, maxy]
 _EMPTY_FLAG = 0b00010000
 

@@ -19,7 +19,6 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
-from rasterio.windows import bounds as rio_window_bounds
 from rasterio.windows import from_bounds as rio_from_bounds
 from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, box
@@ -75,15 +74,30 @@ class TilingParams:
         unknown = set(d) - known
         if unknown:
             raise InvalidRequest(f"unknown tiling parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if d.get("bands") is not None:
-            d["bands"] = tuple(int(b) for b in d["bands"])
-        if d.get("percentiles") is not None:
-            d["percentiles"] = tuple(float(p) for p in d["percentiles"])
-        for key in ("tile_size", "overlap"):
-            if key in d and d[key] is not None:
-                d[key] = int(d[key])
+        d = {k: v for k, v in d.items() if v is not None}
+        try:
+            if "bands" in d:
+                d["bands"] = tuple(_as_int(b, "bands") for b in d["bands"])
+            if "percentiles" in d:
+                d["percentiles"] = tuple(float(p) for p in d["percentiles"])
+            for key in ("tile_size", "overlap"):
+                if key in d:
+                    d[key] = _as_int(d[key], key)
+            for key in ("tile_size_m", "overlap_m"):
+                if key in d:
+                    d[key] = float(d[key])
+        except (TypeError, ValueError) as e:
+            raise InvalidRequest(f"bad tiling parameter ({e}); e.g. tile_size=256, overlap=0, bands=[4, 3, 2]") from e
+        if "pixel_coords" in d and not isinstance(d["pixel_coords"], bool):
+            raise InvalidRequest(f"pixel_coords={d['pixel_coords']!r} must be true or false")
         return cls(**{k: v for k, v in d.items() if v is not None})
+
+
+def _as_int(value: Any, key: str) -> int:
+    """An integer given as int or integral float; anything else raises ValueError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"{key}={value!r} must be a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -147,8 +161,11 @@ def grid_windows(width: int, height: int, tile: int, stride: int) -> list[Window
 
 
 def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) of a window in the transform's CRS."""
-    return tuple(float(v) for v in rio_window_bounds(window, transform))  # type: ignore[return-value]
+    """(left, bottom, right, top) of a window in the transform's CRS (rasterio's convention)."""
+    c0, r0 = float(window.col_off), float(window.row_off)
+    left, bottom = transform @ (c0, r0 + float(window.height))
+    right, top = transform @ (c0 + float(window.width), r0)
+    return (float(left), float(bottom), float(right), float(top))
 
 
 def bounds_window(transform: Affine, bounds: tuple[float, float, float, float]) -> Window:
@@ -191,7 +208,7 @@ def antimeridian_safe(lons: np.ndarray, lats: np.ndarray) -> BaseGeometry:
 def footprint_lonlat(crs: CRS | str, transform: Affine, window: Window, per_edge: int = 8) -> BaseGeometry:
     """WGS84 footprint of a window, reprojected with densified edges; antimeridian-safe."""
     cols, rows = _perimeter(window, per_edge)
-    xs, ys = transform * (cols, rows)
+    xs, ys = transform @ (cols, rows)
     src = CRS.from_user_input(crs)
     if src == WGS84:
         lons, lats = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)

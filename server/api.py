@@ -1,0 +1,122 @@
+"""The one blueprint of the HTTP API (/api/v1): views parse requests and serialise results, nothing more."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from server.errors import InvalidRequest, Unauthorized
+from server.previews import tile_geotiff, tile_png
+from server.services import Services
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def services() -> Services:
+    """The app's services."""
+    return current_app.extensions["harma"]
+
+
+def _json(data: Any, status: int = 200, mimetype: str = "application/json") -> Response:
+    return Response(json.dumps(data, allow_nan=False), status=status, mimetype=mimetype)
+
+
+def _body() -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidRequest("the request body must be JSON with Content-Type: application/json")
+    return body
+
+
+@bp.before_request
+def _check_token() -> None:
+    token = current_app.config.get("TOKEN")
+    if not token:
+        return
+    given = request.headers.get("X-Harma-Token", "")
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not hmac.compare_digest(given.encode(), str(token).encode()):
+        raise Unauthorized("missing or wrong token; send the server's token as 'Authorization: Bearer TOKEN'")
+
+
+@bp.get("/health")
+def health() -> Response:
+    return _json(services().health())
+
+
+@bp.get("/collections")
+def list_collections() -> Response:
+    s = services()
+    return _json({"collections": [s.collection_summary(n) for n in s.store.names()]})
+
+
+@bp.post("/collections")
+def create_collection() -> Response:
+    summary, created = services().create_collection(_body())
+    return _json(summary, 201 if created else 200)
+
+
+@bp.get("/collections/<name>")
+def get_collection(name: str) -> Response:
+    return _json(services().collection_summary(name, with_rasters=True))
+
+
+@bp.delete("/collections/<name>")
+def delete_collection(name: str) -> Response:
+    services().delete_collection(name)
+    return _json({"deleted": name})
+
+
+@bp.post("/collections/<name>/rasters")
+def add_rasters(name: str) -> Response:
+    job = services().add_rasters(name, _body())
+    resp = _json(job.to_dict(), 202)
+    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
+    return resp
+
+
+@bp.delete("/collections/<name>/rasters")
+def remove_rasters(name: str) -> Response:
+    return _json(services().remove_rasters(name, _body()))
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    return _json({"jobs": [j.to_dict() for j in services().jobs.list()]})
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str) -> Response:
+    return _json(services().jobs.get(job_id).to_dict())
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    return _json(services().jobs.cancel(job_id).to_dict())
+
+
+@bp.post("/search")
+def search() -> Response:
+    return _json(services().search(_body()), mimetype="application/geo+json")
+
+
+@bp.get("/tiles/<name>/<int:tile_id>.png")
+def tile_preview(name: str, tile_id: int) -> Response:
+    size = request.args.get("size", "512")
+    if not size.isdigit():
+        raise InvalidRequest(f"size={size!r} must be a whole number of pixels")
+    data = tile_png(services().store.get(name), tile_id, int(size))
+    return Response(data, mimetype="image/png")
+
+
+@bp.get("/tiles/<name>/<int:tile_id>.tif")
+def tile_crop(name: str, tile_id: int) -> Response:
+    data = tile_geotiff(services().store.get(name), tile_id)
+    resp = Response(data, mimetype="image/tiff; application=geotiff")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}_{tile_id}.tif"'
+    return resp

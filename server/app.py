@@ -1,0 +1,78 @@
+"""Flask app factory: defaults, then HARMA_* environment, then the caller's overrides; JSON errors only."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from harma_core import HarmaError, create_model
+from server.api import _json, bp
+from server.errors import ServerError
+from server.jobs import JobManager
+from server.search import TextEmbedder
+from server.services import Services
+from server.store import Store
+
+log = logging.getLogger(__name__)
+DEFAULTS: dict[str, Any] = {
+    "STORE": "stores",
+    "ALLOWED_ROOTS": [],
+    "TOKEN": None,
+    "MODEL": "harma-lite",
+    "DEVICE": "auto",
+    "BATCH_SIZE": 32,
+    "TEXT_CACHE_SIZE": 512,
+    "CHECKPOINT_EVERY": 2048,
+    "MAX_CONTENT_LENGTH": 1 << 20,  # 1 MiB: requests carry paths and queries, never data
+    "LOADED_MODEL": None,  # an already created model to share (tests, embedding apps)
+}
+
+
+def _roots(value: Any) -> list[Path]:
+    if isinstance(value, str):
+        value = [v for v in value.split(os.pathsep) if v]
+    roots = [Path(v).expanduser().resolve() for v in value or []]
+    for r in roots:
+        if not r.is_dir():
+            raise ServerError(f"allowed root {r} is not a folder; give existing folders with --allowed-root")
+    return roots
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; the model is created (or taken from LOADED_MODEL) once and shared by all requests."""
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.from_prefixed_env("HARMA")
+    app.config.update(config or {})
+    cfg = app.config
+    model = cfg["LOADED_MODEL"] or create_model(cfg["MODEL"], device=cfg["DEVICE"])
+    app.extensions["harma"] = Services(
+        store=Store(cfg["STORE"], checkpoint_every=int(cfg["CHECKPOINT_EVERY"])), model=model,
+        jobs=JobManager(), embed_text=TextEmbedder(model, int(cfg["TEXT_CACHE_SIZE"])),
+        allowed_roots=_roots(cfg["ALLOWED_ROOTS"]), batch_size=int(cfg["BATCH_SIZE"]))
+    app.register_blueprint(bp)
+
+    @app.errorhandler(ServerError)
+    def _server_error(e: ServerError) -> Response:
+        return _json({"error": e.title, "detail": e.detail}, e.status)
+
+    @app.errorhandler(HarmaError)
+    def _harma_error(e: HarmaError) -> Response:
+        return _json({"error": "bad request", "detail": str(e)}, 400)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Response:
+        return _json({"error": (e.name or "error").lower(), "detail": e.description}, e.code or 500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        log.exception("unhandled error")
+        return _json({"error": "internal error",
+                      "detail": f"unexpected {type(e).__name__}; the server log has the details"}, 500)
+
+    return app

@@ -1,0 +1,130 @@
+"""What tools/index.py and tools/search.py do, as library functions: index with a progress bar, search, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from server.errors import Conflict, InvalidRequest, NotFound
+from server.paths import find_rasters
+from server.pipeline import IndexReport, Progress, index_rasters
+from server.search import SearchRequest, TextEmbedder, search
+from server.store import Collection, Store
+from server.tiling import TilingParams
+
+
+def open_or_create(store: Store, name: str, model: Any, params: dict[str, Any]) -> Collection:
+    """The named collection, created with `params` when new; given params must match an existing one."""
+    if name not in store.names():
+        return store.create(name, model, TilingParams.from_dict(params))
+    col = store.get(name)
+    wanted = TilingParams.from_dict({**col.params.to_dict(), **params})
+    if wanted != col.params:
+        raise Conflict(f"collection {name!r} exists with tiling {col.params.to_dict()}; drop the tiling options "
+                       "or index into a new collection")
+    return col
+
+
+def format_report(report: IndexReport, col: Collection) -> str:
+    """Human summary of an indexing run."""
+    s = col.summary()
+    lines = [f"collection {col.name}: {s['tiles']} tiles from {s['rasters']} rasters, "
+             f"{s['bytes'] / max(s['tiles'], 1):.0f} bytes/tile on disk",
+             f"this run: {report.rasters} rasters indexed, {report.unchanged} unchanged (skipped), "
+             f"{report.tiles} tiles embedded, {report.nodata_tiles} nodata tiles skipped, "
+             f"{report.tiles_per_s:.1f} tiles/s over {report.seconds:.1f} s"]
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} raster(s):")
+        lines += [f"  {s['raster']}: {s['reason']}" for s in report.skipped]
+    if report.cancelled:
+        lines.append("cancelled; run the same command again to resume")
+    return "\n".join(lines)
+
+
+def run_index(store_dir: str, name: str, paths: list[str], model: Any, params: dict[str, Any],
+              batch_size: int = 32, checkpoint_every: int = 2048, quiet: bool = False,
+              out: TextIO = sys.stdout) -> IndexReport:
+    """Index files and folders into a collection with a tqdm bar, then print the summary."""
+    files = find_rasters(paths)
+    if not files:
+        raise NotFound(f"no .tif/.tiff files found in {paths}")
+    store = Store(store_dir, checkpoint_every=checkpoint_every)
+    col = open_or_create(store, name, model, params)
+    bar = tqdm(total=0, unit="tile", disable=quiet, dynamic_ncols=True)
+
+    def on_progress(p: Progress) -> None:
+        if bar.total != p.total:
+            bar.total = p.total
+            bar.refresh()
+        bar.update(p.done - bar.n)
+
+    try:
+        report = index_rasters(col, model, files, batch_size=batch_size, progress=on_progress)
+    finally:
+        bar.close()
+    print(format_report(report, col), file=out)
+    return report
+
+
+def write_hits(fc: dict[str, Any], path: str) -> None:
+    """Write hits as GeoJSON (.geojson/.json) or GeoPackage (.gpkg)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".geojson", ".json"):
+        Path(path).write_text(json.dumps(fc), encoding="utf-8")
+        return
+    if suffix != ".gpkg":
+        raise InvalidRequest(f"cannot write {path}: use a .geojson or .gpkg file name")
+    import geopandas as gpd
+
+    features = []
+    for f in fc["features"]:
+        props = {k: json.dumps(v) if isinstance(v, list) else v for k, v in f["properties"].items()}
+        features.append({"type": "Feature", "geometry": f["geometry"], "properties": props})
+    if not features:
+        raise InvalidRequest(f"no hits to write to {path}")
+    gdf = gpd.GeoDataFrame.from_features(features, crs="EPSG:4326")
+    gdf.to_file(path, layer="hits", driver="GPKG")
+
+
+def format_hits(fc: dict[str, Any]) -> str:
+    """A plain table of hits."""
+    if not fc["features"]:
+        return "no hits"
+    lines = [f"{'rank':>4}  {'score':>7}  {'tile':>6}  window (col,row,w,h)   raster"]
+    for f in fc["features"]:
+        p = f["properties"]
+        lines.append(f"{p['rank']:>4}  {p['score']:7.4f}  {p['tile_id']:>6}  {str(tuple(p['window'])):<22} "
+                     f"{p['raster']}")
+    return "\n".join(lines)
+
+
+def check_collections(store_dir: str, names: list[str]) -> None:
+    """Fail fast, before a model is loaded, when a collection does not exist."""
+    store = Store(store_dir)
+    for name in names:
+        store.get(name)
+
+
+def run_search(store_dir: str, collections: list[str], text: str, model: Any, k: int = 10,
+               min_score: float | None = None, bbox: list[float] | None = None, bbox_crs: str = "EPSG:4326",
+               as_json: bool = False, out_path: str | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Search collections for a text and print the hits (as one JSON line last when as_json)."""
+    store = Store(store_dir)
+    body: dict[str, Any] = {"text": text, "k": k, "collections": collections}
+    if min_score is not None:
+        body["min_score"] = min_score
+    if bbox is not None:
+        body.update(bbox=bbox, bbox_crs=bbox_crs)
+    fc = search(store, model, TextEmbedder(model), SearchRequest.from_json(body))
+    if out_path:
+        write_hits(fc, out_path)
+    print(format_hits(fc), file=out)
+    if out_path:
+        print(f"wrote {len(fc['features'])} hits to {out_path}", file=out)
+    if as_json:
+        print(json.dumps(fc), file=out)
+    return fc

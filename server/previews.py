@@ -1,0 +1,75 @@
+"""Tile previews: an 8-bit PNG as the encoder saw it, and a georeferenced GeoTIFF crop of the source data."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from server.errors import NotFound, RasterError
+from server.store import Collection
+from server.tiling import to_uint8
+
+MAX_PREVIEW_SIDE = 1024
+
+
+def _locate(col: Collection, tile_id: int) -> tuple[dict[str, Any], dict[str, Any], Window]:
+    """The tile row, its raster's stored info and its window; NotFound when any is gone."""
+    row = col.table.rows([tile_id]).get(tile_id)
+    if row is None:
+        raise NotFound(f"tile {tile_id} is not in collection {col.name!r}")
+    raster = col.table.raster(row["raster"])
+    if raster is None or not raster.info:
+        raise NotFound(f"raster {row['raster']!r} of tile {tile_id} is not registered in {col.name!r}")
+    if not os.path.exists(row["raster"]):
+        raise NotFound(f"raster {row['raster']} of tile {tile_id} no longer exists at that path; "
+                       "move it back or re-index it")
+    return row, raster.info, Window(row["col_off"], row["row_off"], row["width"], row["height"])
+
+
+def tile_png(col: Collection, tile_id: int, max_side: int = 512) -> bytes:
+    """PNG of a tile with the bands and stretch used for indexing, at most max_side pixels on a side."""
+    max_side = max(16, min(int(max_side), MAX_PREVIEW_SIDE))
+    row, info, window = _locate(col, tile_id)
+    h, w = int(window.height), int(window.width)
+    scale = min(1.0, max_side / max(h, w))
+    shape = (3, max(1, round(h * scale)), max(1, round(w * scale)))
+    stretch = tuple(tuple(s) for s in info["stretch"]) if info.get("stretch") else None
+    try:
+        with rasterio.open(row["raster"]) as ds:
+            arr = ds.read(info["bands"], window=window, out_shape=shape, masked=True)
+    except rasterio.errors.RasterioIOError as e:
+        raise RasterError(f"cannot read {row['raster']} for tile {tile_id}: {e}") from e
+    rgb = to_uint8(arr, stretch)  # type: ignore[arg-type]
+    if rgb is None:
+        rgb = np.zeros((shape[1], shape[2], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def tile_geotiff(col: Collection, tile_id: int) -> bytes:
+    """A GeoTIFF crop of every band of the tile's window, in the raster's CRS, dtype and nodata."""
+    row, _, window = _locate(col, tile_id)
+    try:
+        with rasterio.open(row["raster"]) as ds:
+            data = ds.read(window=window)
+            profile = {"driver": "GTiff", "width": int(window.width), "height": int(window.height),
+                       "count": ds.count, "dtype": ds.dtypes[0], "crs": ds.crs, "nodata": ds.nodata,
+                       "transform": ds.transform @ Affine.translation(window.col_off, window.row_off), "compress": "deflate"}
+            colorinterp = ds.colorinterp
+    except rasterio.errors.RasterioIOError as e:
+        raise RasterError(f"cannot read {row['raster']} for tile {tile_id}: {e}") from e
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+            dst.colorinterp = colorinterp
+            dst.update_tags(harma_collection=col.name, harma_tile_id=str(tile_id), source=row["raster"])
+        return mem.read()

@@ -1,0 +1,123 @@
+"""The long-lived services behind the HTTP API, with no Flask in sight: store, model, jobs, text cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server import __version__
+from server.errors import Conflict, InvalidRequest, NotFound, PathNotAllowed
+from server.jobs import Job, JobManager
+from server.paths import find_rasters, resolve_allowed
+from server.pipeline import Progress, index_rasters
+from server.search import SearchRequest, TextEmbedder, search
+from server.store import Collection, Store
+from server.tiling import TilingParams
+
+_COLLECTION_KEYS = {"name", "model"}
+MAX_PATHS = 10_000
+
+
+@dataclass
+class Services:
+    """Everything a request may touch; built once per app."""
+
+    store: Store
+    model: Any
+    jobs: JobManager
+    embed_text: TextEmbedder
+    allowed_roots: list[Path]
+    batch_size: int = 32
+
+    def health(self) -> dict[str, Any]:
+        """Liveness plus what the server is running."""
+        return {"status": "ok", "version": __version__, "model": self.model.identity,
+                "model_name": self.model.name, "dim": self.model.dim, "device": str(self.model.device),
+                "collections": self.store.names(), "allowed_roots": [str(r) for r in self.allowed_roots],
+                "jobs_active": sum(j.state in ("queued", "running") for j in self.jobs.list())}
+
+    def collection_summary(self, name: str, with_rasters: bool = False) -> dict[str, Any]:
+        """Summary of one collection, optionally with its rasters."""
+        col = self.store.get(name)
+        out = col.summary()
+        out["busy"] = self.jobs.busy(name)
+        if with_rasters:
+            out["raster_list"] = [{"path": r.path, "state": r.state, "tiles": r.tiles, "nodata_tiles": r.skipped}
+                                  for r in col.rasters()]
+        return out
+
+    def create_collection(self, body: Any) -> tuple[dict[str, Any], bool]:
+        """Create a collection (idempotent when name, model and tiling match); returns (summary, created)."""
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise InvalidRequest("give a JSON object with a collection name, e.g. {\"name\": \"coast\", "
+                                 "\"tile_size\": 256, \"overlap\": 0}")
+        model = body.get("model")
+        if model is not None and model not in (self.model.name, self.model.identity):
+            raise Conflict(f"this server runs model {self.model.identity!r}, not {model!r}; start a server with "
+                           f"--model {model} to build collections with it")
+        params = TilingParams.from_dict({k: v for k, v in body.items() if k not in _COLLECTION_KEYS})
+        name = body["name"]
+        if name in self.store.names():
+            col = self.store.get(name)
+            col.check_model(self.model.identity)
+            if col.params != params:
+                raise Conflict(f"collection {name!r} already exists with tiling {col.params.to_dict()}; "
+                               "use another name or delete it first")
+            return self.collection_summary(name), False
+        self.store.create(name, self.model, params)
+        return self.collection_summary(name), True
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection no job is using."""
+        self.store.get(name)
+        if self.jobs.busy(name):
+            raise Conflict(f"collection {name!r} has a queued or running job; cancel it first")
+        self.store.delete(name)
+
+    def _rasters_from(self, body: Any) -> list[str]:
+        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not body["paths"]:
+            raise InvalidRequest("give {\"paths\": [\"/abs/path/scene.tif\", \"/abs/folder\"]}")
+        if len(body["paths"]) > MAX_PATHS:
+            raise InvalidRequest(f"{len(body['paths'])} paths in one request; send at most {MAX_PATHS}")
+        resolved = [resolve_allowed(p, self.allowed_roots) for p in body["paths"]]
+        files = find_rasters(resolved)
+        for f in files:  # a folder may hold symlinks that lead outside the roots
+            resolve_allowed(f, self.allowed_roots)
+        if not files:
+            raise NotFound(f"no .tif/.tiff files found under {body['paths']}")
+        return files
+
+    def add_rasters(self, name: str, body: Any) -> Job:
+        """Validate paths now, index them in a background job."""
+        col = self.store.get(name)
+        col.check_model(self.model.identity)
+        if not self.allowed_roots:
+            raise PathNotAllowed("the server has no allowed roots; restart it with --allowed-root DIR")
+        files = self._rasters_from(body)
+
+        def run(progress: Callable[[Progress], None], cancel: threading.Event) -> dict[str, Any]:
+            report = index_rasters(self.store.get(name), self.model, files, batch_size=self.batch_size,
+                                   progress=progress, cancel=cancel)
+            return report.to_dict()
+
+        return self.jobs.submit("index", name, run)
+
+    def remove_rasters(self, name: str, body: Any) -> dict[str, Any]:
+        """Mark the tiles of the given rasters deleted."""
+        col: Collection = self.store.get(name)
+        if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not body["paths"]:
+            raise InvalidRequest("give {\"paths\": [\"/abs/path/scene.tif\"]} of rasters to remove")
+        removed = 0
+        with col.writing(self.model.identity):
+            for p in body["paths"]:
+                if not isinstance(p, str):
+                    raise InvalidRequest(f"path {p!r} must be a string")
+                removed += col.remove_raster(str(Path(p).expanduser().resolve()))
+        return {"collection": name, "removed_tiles": removed}
+
+    def search(self, body: Any) -> dict[str, Any]:
+        """Run a search from a JSON body."""
+        return search(self.store, self.model, self.embed_text, SearchRequest.from_json(body))
