@@ -146,6 +146,7 @@ class HarmaDock(QgsDockWidget):
         box = QGroupBox("Results")
         layout = QVBoxLayout(box)
         self.results_list = QListWidget()
+        self.results_list.setMinimumHeight(150)
         self.results_list.currentRowChanged.connect(self._row_changed)
         self.similar_button = QPushButton("Find similar")
         self.similar_button.clicked.connect(self.request_similar)
@@ -235,7 +236,7 @@ class HarmaDock(QgsDockWidget):
         value = self.min_score_spin.value()
         return None if value <= NO_MIN_SCORE else value
 
-    def search_params(self, tile_id: int | str | None = None) -> SearchParams:
+    def search_params(self, tile_id: int | None = None) -> SearchParams:
         """The search the widgets describe (by example when tile_id is given); raises InputError."""
         bbox, area_wkt = self._area()
         return SearchParams(
@@ -337,10 +338,10 @@ class HarmaDock(QgsDockWidget):
         row = self.results_list.currentRow()
         return self.hits[row] if 0 <= row < len(self.hits) else None
 
-    def select_hit(self, tile_id: int | str) -> None:
+    def select_hit(self, tile_id: int) -> None:
         """Select the row of the hit with tile_id (used by the map picker)."""
         for row, hit in enumerate(self.hits):
-            if str(hit.tile_id) == str(tile_id):
+            if hit.tile_id == int(tile_id):
                 self.results_list.setCurrentRow(row)
                 return
 

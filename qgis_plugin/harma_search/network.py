@@ -6,7 +6,7 @@ from typing import Any
 
 from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
 from qgis.PyQt.QtCore import QUrl
-from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkRequest
 
 from .logic import api
 from .logic.errors import CancelledError, ServerUnavailableError
@@ -15,7 +15,10 @@ USER_AGENT = b"harma-search-qgis-plugin"
 
 
 class ServerClient:
-    """Sends ApiRequests to one server; blocking, so use it inside a QgsTask or a Processing algorithm."""
+    """Sends ApiRequests to one server; blocking, so use it inside a QgsTask or a Processing algorithm.
+
+    feedback (a task's or an algorithm's) cancels between requests, never in the middle of one.
+    """
 
     def __init__(self, base_url: str, token: str = "", feedback: QgsFeedback | None = None) -> None:
         self.base_url = api.normalise_base_url(base_url)
@@ -36,27 +39,33 @@ class ServerClient:
             request.setRawHeader(b"Authorization", b"Bearer " + self.token.encode("utf-8"))
         return request
 
+    def _cancelled(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()
+
     def _send(self, req: api.ApiRequest) -> bytes:
         url = req.url(self.base_url)
+        if self._cancelled():
+            raise CancelledError(f"Cancelled before {req.method} {url}")
         blocking = QgsBlockingNetworkRequest()
         request = self._request(req)
+        # The feedback is deliberately not handed to QgsBlockingNetworkRequest: in QGIS 3.22 a cancel that
+        # arrives from another thread while the reply is starting can leave the request's event loop waiting
+        # forever (seen in tests). Requests here are short; cancellation is checked before and after each.
         if req.method == "GET":
-            blocking.get(request, True, self.feedback)
+            blocking.get(request, True)
         elif req.method == "POST":
-            blocking.post(request, req.payload(), True, self.feedback)
+            blocking.post(request, req.payload(), True)
         elif req.method == "DELETE":
-            blocking.deleteResource(request, self.feedback)
+            blocking.deleteResource(request)
         else:
             raise ValueError(f"unsupported HTTP method {req.method!r}")
-        if self.feedback is not None and self.feedback.isCanceled():
+        if self._cancelled():
             raise CancelledError(f"Cancelled: {req.method} {url}")
         reply = blocking.reply()
         raw = bytes(reply.content())
         status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
         if status is None:  # no HTTP answer at all: refused, timed out, DNS, SSL
             reason = blocking.errorMessage() or str(reply.errorString())
-            if reply.error() == QNetworkReply.NetworkError.OperationCanceledError:
-                raise CancelledError(f"Cancelled: {req.method} {url}")
             raise ServerUnavailableError(
                 f"HarMA server not reachable at {self.base_url} ({reason}). Start it with "
                 f"'{api.START_HINT}' or fix the server URL in the HarMA dock, then press Retry."

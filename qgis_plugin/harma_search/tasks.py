@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
 from .logic.errors import CancelledError, PluginError
 from .logic.operations import run_index
@@ -52,6 +53,7 @@ class ServerTask(QgsTask):
         self.value: Any = None
         self.error = ""
         self.cancelled_by_server = False
+        self.result: TaskResult | None = None  # set on the main thread once finished() ran
 
     def run(self) -> bool:
         """Worker thread: do the work, keep the value or the error message."""
@@ -84,11 +86,14 @@ class ServerTask(QgsTask):
             outcome = TaskResult(Outcome.CANCELLED, self.value, self.error or "Cancelled")
         else:
             outcome = TaskResult(Outcome.FAILED, self.value, self.error)
+        self.result = outcome
         self.on_done(outcome)
 
 
 class IndexTask(ServerTask):
-    """Indexing job: progress and ETA go to the task manager and to on_status (main thread, queued)."""
+    """Indexing job: progress goes to the task manager, each job status to statusChanged (queued to main)."""
+
+    statusChanged = pyqtSignal(object)  # JobStatus
 
     def __init__(self, settings: PluginSettings, params: IndexParams,
                  on_done: Callable[[TaskResult], None]) -> None:
@@ -107,3 +112,4 @@ class IndexTask(ServerTask):
     def _progress(self, status: JobStatus) -> None:
         self.last_status = status
         self.setProgress(status.percent)
+        self.statusChanged.emit(status)

@@ -10,7 +10,7 @@ from .errors import InputError, ServerResponseError
 from .params import SearchParams
 
 API_PREFIX = "/api/v1"
-DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
+DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
 START_HINT = "python -m server --store STORE_DIR --host 127.0.0.1 --port PORT --allowed-root RASTER_DIR"
 
 
@@ -85,7 +85,8 @@ def search(params: SearchParams) -> ApiRequest:
     """POST /search for a text query or an example tile."""
     body: dict[str, Any] = {"k": int(params.k), "collections": [params.collection]}
     if params.tile_id is not None:
-        body["tile_id"] = params.tile_id
+        body["tile_id"] = int(params.tile_id)
+        body["collection"] = params.collection  # the collection the example tile belongs to
     else:
         body["text"] = params.query.strip()
     if params.bbox is not None:
@@ -96,7 +97,7 @@ def search(params: SearchParams) -> ApiRequest:
     return ApiRequest("POST", "/search", body)
 
 
-def tile_raster(collection: str, tile_id: int | str) -> ApiRequest:
+def tile_raster(collection: str, tile_id: int) -> ApiRequest:
     """GET /tiles/<collection>/<tile_id>.tif: a georeferenced crop of one tile."""
     return ApiRequest("GET", f"/tiles/{_seg(collection)}/{_seg(tile_id)}.tif")
 

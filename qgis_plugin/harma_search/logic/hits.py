@@ -11,7 +11,7 @@ from .errors import ServerResponseError
 RESULT_FIELDS: tuple[tuple[str, str], ...] = (
     ("rank", "integer"),
     ("score", "double"),
-    ("tile_id", "string"),
+    ("tile_id", "integer"),
     ("raster", "string"),
     ("collection", "string"),
     ("query", "string"),
@@ -26,7 +26,7 @@ class Hit:
 
     rank: int
     score: float
-    tile_id: int | str
+    tile_id: int
     raster: str
     collection: str
     query: str
@@ -34,7 +34,7 @@ class Hit:
 
     def values(self) -> list[Any]:
         """Attribute values in RESULT_FIELDS order."""
-        return [self.rank, self.score, str(self.tile_id), self.raster, self.collection, self.query]
+        return [self.rank, self.score, self.tile_id, self.raster, self.collection, self.query]
 
     def wkt(self) -> str:
         """The footprint as a WKT POLYGON."""
@@ -72,7 +72,7 @@ def parse_hits(body: Any, query: str) -> list[Hit]:
             hits.append(Hit(
                 rank=int(props.get("rank", position)),
                 score=float(props["score"]),
-                tile_id=props["tile_id"],
+                tile_id=int(props["tile_id"]),
                 raster=str(props.get("raster", "")),
                 collection=str(props.get("collection", "")),
                 query=query,

@@ -68,24 +68,41 @@ def run_index(
 ) -> JobStatus:
     """Start an indexing job and poll it to the end; on cancel, cancel the server job and raise CancelledError."""
     ensure_collection(client, params)
-    started = client.call(api.add_rasters(params.collection, params.paths))
-    job_id = str((started or {}).get("job_id", "")) if isinstance(started, dict) else ""
+    # Sent without the cancel feedback so the job id always comes back and the job can be cancelled.
+    started = client.detached().call(api.add_rasters(params.collection, params.paths))
+    job_id = str(started.get("job_id", "")) if isinstance(started, dict) else ""
     if not job_id:
         raise ServerResponseError(f"the server started no job for {params.collection!r}: got {started!r}")
     on_job(job_id)
-    while True:
-        if is_cancelled():
-            raise CancelledError(f"Indexing cancelled; {cancel_job(client.detached(), job_id).describe()}")
-        status = parse_job(client.call(api.job_status(job_id)), job_id)
-        on_progress(status)
-        if status.finished:
-            return status
-        time.sleep(poll_seconds)
+    try:
+        while not is_cancelled():
+            status = parse_job(client.call(api.job_status(job_id)), job_id)
+            on_progress(status)
+            if status.finished:
+                return _final(status)
+            time.sleep(poll_seconds)
+    except CancelledError:
+        pass  # a poll aborted by the cancel: cancel the server job below
+    final = cancel_job(client.detached(), job_id)
+    on_progress(final)
+    raise CancelledError(f"Indexing cancelled by the user; server job {job_id} is {final.describe()}")
+
+
+def _final(status: JobStatus) -> JobStatus:
+    if status.state == "failed":
+        raise ServerResponseError(f"Indexing job {status.job_id} failed: {'; '.join(status.errors) or 'no detail'}")
+    if status.state == "cancelled":
+        raise CancelledError(f"Indexing job {status.job_id} was cancelled on the server")
+    return status
 
 
 def cancel_job(client: Client, job_id: str, wait_seconds: float = CANCEL_WAIT_SECONDS) -> JobStatus:
     """DELETE /jobs/<id> and wait until the server reports the job finished (normally 'cancelled')."""
-    client.call(api.cancel_job(job_id))
+    try:
+        client.call(api.cancel_job(job_id))
+    except ServerResponseError as exc:
+        if exc.status != 409:  # 409: it finished before the cancel arrived; report its final state
+            raise
     deadline = time.monotonic() + wait_seconds
     while True:
         status = parse_job(client.call(api.job_status(job_id)), job_id)

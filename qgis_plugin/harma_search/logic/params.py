@@ -38,7 +38,7 @@ class SearchParams:
 
     collection: str
     query: str = ""
-    tile_id: int | str | None = None
+    tile_id: int | None = None
     k: int = 10
     scope: Scope = Scope.WHOLE
     bbox: Bbox | None = None
@@ -53,6 +53,8 @@ class SearchParams:
         has_text = bool(self.query.strip())
         if has_text == (self.tile_id is not None):
             raise InputError("Give either a text query or an example tile, not both and not neither")
+        if self.tile_id is not None and (isinstance(self.tile_id, bool) or int(self.tile_id) < 1):
+            raise InputError(f"tile id {self.tile_id!r} must be a positive integer from an earlier result")
         if not 1 <= int(self.k) <= MAX_K:
             raise InputError(f"k={self.k} is out of range: use 1 to {MAX_K}")
         if self.scope is not Scope.WHOLE and self.bbox is None:

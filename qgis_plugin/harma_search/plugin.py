@@ -1,0 +1,68 @@
+"""Plugin entry: dock, menu/toolbar action and Processing provider, added on load and removed on unload."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .controller import Controller
+from .dock import HarmaDock
+from .processing.provider import HarmaProvider
+from .settings import load_settings
+
+MENU = "&HarMA Search"
+ICON = str(Path(__file__).resolve().parent / "icon.svg")
+
+
+class HarmaSearchPlugin:
+    """What QGIS loads: initProcessing, initGui and unload."""
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.provider: HarmaProvider | None = None
+        self.dock: HarmaDock | None = None
+        self.action: QAction | None = None
+        self.controller: Controller | None = None
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
+        """Register the Processing provider (QGIS calls this before initGui)."""
+        if self.provider is None:
+            self.provider = HarmaProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 - QGIS API name
+        """Add the dock, the action and the provider; check the server once."""
+        self.initProcessing()
+        settings = load_settings()
+        self.dock = HarmaDock(self.iface, settings, self.iface.mainWindow())
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.controller = Controller(self.iface, self.dock, settings)
+        self.action = QAction(QIcon(ICON), "HarMA Search", self.iface.mainWindow())
+        self.action.setCheckable(True)
+        self.action.setChecked(True)
+        self.action.toggled.connect(self.dock.setUserVisible)
+        self.dock.visibilityChanged.connect(self.action.setChecked)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.iface.addRasterToolBarIcon(self.action)
+        self.controller.check_server()
+
+    def unload(self) -> None:
+        """Remove everything initGui and initProcessing added."""
+        if self.controller is not None:
+            self.controller.shutdown()
+            self.controller = None
+        if self.action is not None:
+            self.iface.removePluginRasterMenu(MENU, self.action)
+            self.iface.removeRasterToolBarIcon(self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

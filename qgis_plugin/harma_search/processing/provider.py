@@ -1,0 +1,33 @@
+"""The 'HarMA Search' Processing provider."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .index_algorithm import IndexRastersAlgorithm
+from .search_algorithm import SearchByTextAlgorithm
+
+ICON = str(Path(__file__).resolve().parents[1] / "icon.svg")
+
+
+class HarmaProvider(QgsProcessingProvider):
+    """Provides 'Search imagery by text' and 'Index rasters'."""
+
+    def id(self) -> str:  # noqa: A003 - QGIS API name
+        """Provider id used in algorithm ids (harma_search:...)."""
+        return "harma_search"
+
+    def name(self) -> str:
+        """Name shown in the Processing toolbox."""
+        return "HarMA Search"
+
+    def icon(self) -> QIcon:
+        """Toolbox icon."""
+        return QIcon(ICON)
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
+        """Add the algorithms."""
+        self.addAlgorithm(SearchByTextAlgorithm())
+        self.addAlgorithm(IndexRastersAlgorithm())
