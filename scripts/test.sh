@@ -3,8 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_qgis.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q tests --ignore=tests/plugin "$@"
-if [ -f tests/plugin/run.sh ]; then
-  bash tests/plugin/run.sh
-fi
+bash tests/plugin/run.sh
