@@ -8,54 +8,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 from shapely.geometry import box
 
 from harma_core.data import SPLIT_COLUMN, Item, ReadReport, _filter_split, _finish
 from harma_core.errors import DataError
-
-STRETCH_PERCENTILES = (2.0, 98.0)
-_STATS_SIDE = 1024  # percentiles come from a decimated read at most this many pixels on a side
-
-
-def rgb_band_indexes(src: rasterio.io.DatasetReader) -> list[int]:
-    """1-based bands to show as RGB: by colour interpretation, else the first three, else band 1 thrice."""
-    interp = list(src.colorinterp)
-    wanted = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-    if all(c in interp for c in wanted):
-        return [interp.index(c) + 1 for c in wanted]
-    if src.count >= 3:
-        return [1, 2, 3]
-    return [1, 1, 1]
-
-
-def stretch_limits(src: rasterio.io.DatasetReader, bands: list[int]) -> np.ndarray | None:
-    """Per-band (low, high) percentiles over valid pixels for non-uint8 rasters; None for uint8."""
-    if all(src.dtypes[b - 1] == "uint8" for b in bands):
-        return None
-    scale = min(1.0, _STATS_SIDE / max(src.width, src.height))
-    shape = (len(bands), max(1, round(src.height * scale)), max(1, round(src.width * scale)))
-    data = src.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
-    limits = np.zeros((len(bands), 2), dtype=np.float64)
-    for i in range(len(bands)):
-        values = np.ma.compressed(data[i]).astype(np.float64)
-        values = values[np.isfinite(values)]
-        if values.size:
-            limits[i] = np.percentile(values, STRETCH_PERCENTILES)
-    return limits
-
-
-def to_uint8(data: np.ma.MaskedArray, limits: np.ndarray | None) -> np.ndarray:
-    """(bands, h, w) masked pixels -> (h, w, bands) uint8; masked pixels become 0."""
-    if limits is None:
-        out = np.asarray(data.filled(0), dtype=np.uint8)
-    else:
-        lo = limits[:, 0].reshape(-1, 1, 1)
-        span = np.maximum(limits[:, 1] - limits[:, 0], 1e-12).reshape(-1, 1, 1)
-        scaled = (data.astype(np.float64).filled(np.nan) - lo) / span * 255.0
-        out = np.nan_to_num(np.clip(scaled, 0, 255), nan=0.0).round().astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
+from harma_core.raster_pixels import Stretch, choose_bands, read_rgb, stretch_limits
 
 
 def tile_window(bounds: tuple[float, float, float, float], transform: Any, tile_size: int) -> Window:
@@ -72,7 +31,7 @@ def tile_window(bounds: tuple[float, float, float, float], transform: Any, tile_
     return Window(round(col_centre - side / 2), round(row_centre - side / 2), side, side)
 
 
-def read_tile(src: rasterio.io.DatasetReader, window: Window, bands: list[int], limits: np.ndarray | None,
+def read_tile(src: rasterio.io.DatasetReader, window: Window, bands: tuple[int, ...], limits: Stretch | None,
               max_side: int) -> np.ndarray | str:
     """HxWx3 uint8 pixels of a square window, zero-padded outside the raster, downsampled to max_side.
 
@@ -90,15 +49,12 @@ def read_tile(src: rasterio.io.DatasetReader, window: Window, bands: list[int], 
     dr0, dr1 = round((ir0 - r0) * scale), round((ir1 - r0) * scale)
     if dc1 <= dc0 or dr1 <= dr0:
         return "polygon outside raster"
-    unique = sorted(set(bands))
-    data = src.read(unique, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0), masked=True,
-                    out_shape=(len(unique), dr1 - dr0, dc1 - dc0),
-                    resampling=Resampling.average if scale < 1 else Resampling.nearest)
-    data = data[[unique.index(b) for b in bands]]
-    if np.ma.getmaskarray(data).all():
+    rgb = read_rgb(src, bands, Window(ic0, ir0, ic1 - ic0, ir1 - ir0), (dr1 - dr0, dc1 - dc0), limits,
+                   Resampling.average if scale < 1 else Resampling.nearest)
+    if rgb is None:
         return "tile is all nodata"
     tile = np.zeros((out_side, out_side, 3), dtype=np.uint8)
-    tile[dr0:dr1, dc0:dc1] = to_uint8(data, limits)
+    tile[dr0:dr1, dc0:dc1] = rgb
     return tile
 
 
@@ -148,7 +104,7 @@ def read_raster_labels(raster: str | Path, labels: str | Path, label_field: str,
         if len(gdf):
             gdf = gdf.to_crs(src.crs.to_wkt())
         extent = box(*src.bounds)
-        bands = rgb_band_indexes(src)
+        bands = choose_bands(src.colorinterp, src.count)
         limits = stretch_limits(src, bands)
         has_split = SPLIT_COLUMN in gdf.columns
         for k, (geom, label) in enumerate(zip(gdf.geometry, gdf[label_field])):

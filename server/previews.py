@@ -13,9 +13,9 @@ from PIL import Image
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
+from harma_core.raster_pixels import to_uint8
 from server.errors import NotFound, RasterError
 from server.store import Collection
-from server.tiling import to_uint8
 
 MAX_PREVIEW_SIDE = 1024
 

@@ -1,4 +1,4 @@
-"""Pure tiling on a raster's own pixel grid: windows, bounds, WGS84 footprints, band choice and stretch.
+"""Pure tiling on a raster's own pixel grid: windows, bounds, WGS84 footprints; pixels via raster_pixels.
 
 Bounds are always (left, bottom, right, top) in the CRS they are stated with; windows are integer
 (col_off, row_off, width, height) on the raster grid.
@@ -25,11 +25,13 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from harma_core.errors import DataError
+from harma_core.raster_pixels import STRETCH_PERCENTILES, read_rgb, stretch_limits
+from harma_core.raster_pixels import choose_bands as _choose_bands
 from server.errors import InvalidRequest, RasterError
 
 MIN_SIDE = 16  # pixels; smaller rasters carry too little to embed meaningfully
 WGS84 = CRS.from_epsg(4326)
-_SAMPLE_SIDE = 1024  # long side of the decimated read used for percentiles
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class TilingParams:
     overlap_m: float | None = None
     bands: tuple[int, ...] | None = None
     pixel_coords: bool = False
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    percentiles: tuple[float, float] = STRETCH_PERCENTILES
 
     def __post_init__(self) -> None:
         if self.tile_size < MIN_SIDE:
@@ -223,58 +225,11 @@ def footprint_lonlat(crs: CRS | str, transform: Affine, window: Window, per_edge
 
 def choose_bands(colorinterp: tuple[ColorInterp, ...], count: int,
                  requested: tuple[int, ...] | None = None) -> tuple[int, int, int]:
-    """Bands to show as RGB: the user's, else red/green/blue by colour interpretation, else first three,
-    else the first band repeated."""
-    if requested:
-        bad = [b for b in requested if not 1 <= b <= count]
-        if bad:
-            raise RasterError(f"bands {bad} do not exist; this raster has bands 1..{count}")
-        return (requested * 3)[:3] if len(requested) == 1 else tuple(requested[:3])  # type: ignore[return-value]
-    ci = list(colorinterp)
-    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
-        return (ci.index(ColorInterp.red) + 1, ci.index(ColorInterp.green) + 1, ci.index(ColorInterp.blue) + 1)
-    if count >= 3:
-        return (1, 2, 3)
-    return (1, 1, 1)
-
-
-def _valid_mask(arr: np.ma.MaskedArray) -> np.ndarray:
-    """Per-pixel validity across bands: masked/nodata or non-finite anywhere counts as invalid."""
-    data = np.ma.getdata(arr)
-    invalid = np.ma.getmaskarray(arr).any(axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        invalid |= ~np.isfinite(data).all(axis=0)
-    return ~invalid
-
-
-def percentile_stretch(sample: np.ma.MaskedArray, percentiles: tuple[float, float]
-                       ) -> tuple[tuple[float, float], ...] | None:
-    """Per-band (low, high) values at the given percentiles of valid pixels; None when no pixel is valid."""
-    valid = _valid_mask(sample)
-    if not valid.any():
-        return None
-    out = []
-    for band in np.ma.getdata(sample):
-        lo, hi = np.percentile(band[valid].astype(np.float64), percentiles)
-        out.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
-    return tuple(out)
-
-
-def to_uint8(arr: np.ma.MaskedArray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray | None:
-    """(3, H, W) masked read -> HxWx3 uint8, stretched when needed; None when every pixel is invalid."""
-    valid = _valid_mask(arr)
-    if not valid.any():
-        return None
-    data = np.ma.getdata(arr)
-    if stretch is None:
-        out = data.astype(np.uint8, copy=True)
-    else:
-        f = data.astype(np.float32)
-        for i, (lo, hi) in enumerate(stretch):
-            f[i] = (f[i] - lo) * (255.0 / (hi - lo))
-        out = np.clip(np.nan_to_num(f, nan=0.0), 0, 255).astype(np.uint8)
-    out[:, ~valid] = 0
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
+    """Bands to show as RGB (see harma_core.raster_pixels.choose_bands); bad band numbers raise RasterError."""
+    try:
+        return _choose_bands(colorinterp, count, requested)
+    except DataError as e:
+        raise RasterError(str(e)) from e
 
 
 def _metres_to_pixels(ds: rasterio.DatasetReader, metres: float) -> int:
@@ -312,21 +267,10 @@ def inspect_raster(path: str, params: TilingParams) -> RasterInfo:
         block = tuple(ds.block_shapes[0]) if ds.profile.get("tiled") else None
         stride = aligned_stride(tile - overlap, block[1] if block else None)
         bands = choose_bands(ds.colorinterp, ds.count, params.bands)
-        scale = min(1.0, _SAMPLE_SIDE / max(ds.width, ds.height))
-        shape = (3, max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
         try:
-            sample = ds.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
-        except RasterioIOError as e:
-            raise RasterError(f"cannot read pixels of {path} ({e}); the file may be truncated or corrupt") from e
-        stretch = percentile_stretch(sample, params.percentiles)
-        if stretch is None and scale == 1.0:
-            raise RasterError(f"{path} has no valid pixels (all are nodata={ds.nodata} or masked); "
-                              "nothing to index")
-        if ds.dtypes[0] == "uint8":
-            stretch = None
-        elif stretch is None:  # sparse data missed by the sample: fall back to the type's range
-            info = np.iinfo(ds.dtypes[0]) if np.issubdtype(np.dtype(ds.dtypes[0]), np.integer) else None
-            stretch = tuple((float(info.min), float(info.max)) if info else (0.0, 1.0) for _ in bands)
+            stretch = stretch_limits(ds, bands, params.percentiles)
+        except DataError as e:
+            raise RasterError(str(e)) from e
         return RasterInfo(
             path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, width=ds.width, height=ds.height,
             count=ds.count, dtype=ds.dtypes[0], crs=ds.crs.to_string() if ds.crs else None,
@@ -355,6 +299,4 @@ def read_tile(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_
     if out_side and max(h, w) > out_side:
         s = out_side / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))
-    arr = ds.read(list(info.bands), window=window, out_shape=(3, h, w), masked=True,
-                  resampling=Resampling.bilinear)
-    return to_uint8(arr, info.stretch)
+    return read_rgb(ds, info.bands, window, (h, w), info.stretch, Resampling.bilinear)
