@@ -86,3 +86,15 @@ def test_local_checkpoint_and_tiny_config(tmp_path):
     assert again.identity.startswith("harma-tiny:w=") and "random" not in again.identity
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(again.model.encode_image(x), tiny.model.encode_image(x))
+
+
+def test_shipped_adapter_is_loaded_and_beats_the_untrained_base(lite, shared_data):
+    """The default model carries the trained HarMA adapter, and it retrieves far better than the bare base."""
+    from harma_core.data import load_dataset
+    from harma_core.evaluate import evaluate_items
+
+    assert lite.adapter_hash != "none" and lite.adapter_dir is not None
+    items = load_dataset(shared_data / "captions" / "ucm_captions", "val").items[::5]  # 42 images, 5 classes each
+    tuned = evaluate_items(lite, items)
+    base = evaluate_items(create_model("harma-lite", device="cpu", adapter=None), items)
+    assert tuned["mR"] > base["mR"] + 10, (tuned["mR"], base["mR"])
