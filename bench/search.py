@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Search latency through a live `python -m server` on loopback, ANN recall and memory, per collection size.
+
+For each --n-tiles N: synthetic unit vectors are indexed with the store's own hnswlib parameters and written
+in the store's on-disk layout; a fresh server answers text queries (real text encoding, distinct queries so
+the cache misses; then the same queries again: cache hits), by-example queries and by-example queries in a
+small area (the exact-scan path), sequentially and from 1/4/16 concurrent clients. Recall@10 of the index is
+measured against exact search on the same vectors at the shipped M/ef, with an ef (and M) sweep.
+Run `python bench/search.py [--quick] [--n-tiles N ...]`; the last stdout line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _collection import (
+    build_index,
+    dataset,
+    exact_ms,
+    exact_topk,
+    folder_bytes,
+    grid_bbox,
+    recall_at_k,
+    write_collection,
+)
+from _common import (
+    REPO,
+    RSICD_DIR,
+    UCM_DIR,
+    emit,
+    machine,
+    peak_rss_mb,
+    percentile,
+    quiet_logs,
+    rss_mb,
+    table,
+)
+
+K = 10
+GOALS = {"p50_ms_at_1m": 20.0, "recall_at_10": 0.98}
+URL_RE = re.compile(r"serving on http://([\d.]+):(\d+)/api/v1")
+
+
+class Server:
+    """A `python -m server` child on a free loopback port, stopped on exit."""
+
+    def __init__(self, store: Path, model: str, log_path: Path, threads: int | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+        if threads:  # torch and BLAS read these at start-up
+            env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--store", str(store), "--host", "127.0.0.1", "--port", "0",
+             "--model", model], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.port = 0
+
+    def wait(self, timeout: float = 300.0) -> None:
+        """Block until the server prints its address."""
+        assert self.proc.stdout is not None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            if m := URL_RE.search(line):
+                self.port = int(m.group(2))
+                return
+        self.stop()
+        raise RuntimeError(f"server did not start; see {self.log.name}:\n{Path(self.log.name).read_text()[-2000:]}")
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> tuple[float, Any]:
+        """(seconds, decoded JSON) of one HTTP request on a new connection, as clients make them."""
+        data = None if body is None else json.dumps(body).encode()
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, f"/api/v1{path}", body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        secs = time.perf_counter() - t0
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {path} -> {resp.status}: {raw[:500]!r}")
+        return secs, json.loads(raw)
+
+    def stop(self) -> None:
+        """Terminate the child and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def query_texts(n: int) -> list[str]:
+    """n distinct real captions (UCM and RSICD validation), so every text query misses the cache."""
+    from harma_core.data import flatten_captions, load_dataset, normalize_caption
+
+    seen: dict[str, None] = {}
+    for d in (UCM_DIR, RSICD_DIR):
+        for c in flatten_captions(load_dataset(d, "val").items)[0]:
+            seen.setdefault(normalize_caption(c), None)
+            if len(seen) >= n:
+                return list(seen)
+    return list(seen)
+
+
+def stats(secs: list[float]) -> dict[str, float]:
+    """p50/p95/p99/mean in milliseconds."""
+    ms = [s * 1e3 for s in secs]
+    return {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
+            "mean_ms": float(np.mean(ms)), "n": len(ms)}
+
+
+def timed(server: Server, bodies: list[dict[str, Any]]) -> list[float]:
+    """Seconds of each search, sequentially; every answer must hold hits."""
+    out = []
+    for b in bodies:
+        secs, fc = server.request("POST", "/search", b)
+        if not fc["features"]:
+            raise RuntimeError(f"search {b} returned no hits")
+        out.append(secs)
+    return out
+
+
+def concurrent(server: Server, bodies: list[dict[str, Any]], clients: int, total: int) -> float:
+    """Queries per second with `clients` threads sharing `total` requests (bounded, loopback only)."""
+    per = max(1, total // clients)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(w: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(per):
+                server.request("POST", "/search", bodies[(w * per + i) % len(bodies)])
+        except BaseException as e:  # noqa: BLE001 - reported after the join
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]}")
+    return per * clients / (time.perf_counter() - t0)
+
+
+def ab_latency(servers: dict[str, Server], bodies: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Latency of the same queries on several servers, alternating server order query by query."""
+    secs: dict[str, list[float]] = {name: [] for name in servers}
+    items = list(servers.items())
+    for i, b in enumerate(bodies):
+        for name, srv in items[i % 2:] + items[:i % 2]:
+            secs[name].append(srv.request("POST", "/search", b)[0])
+    return {name: stats(v) for name, v in secs.items()}
+
+
+def in_process(store: Path, identity: str, bodies: list[dict[str, Any]]) -> dict[str, float]:
+    """The same by-example searches through server.search.search in this process: the cost without HTTP."""
+    from types import SimpleNamespace
+
+    from server.search import SearchRequest, search
+    from server.store import Store
+
+    st, model = Store(store), SimpleNamespace(identity=identity)
+    reqs = [SearchRequest.from_json(b) for b in bodies]
+    search(st, model, None, reqs[0])  # type: ignore[arg-type] - by example never embeds text
+    out = []
+    for r in reqs:
+        t0 = time.perf_counter()
+        search(st, model, None, r)  # type: ignore[arg-type]
+        out.append(time.perf_counter() - t0)
+    return stats(out)
+
+
+def sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index: Any, args: argparse.Namespace
+          ) -> list[dict[str, Any]]:
+    """Recall@10 and in-process ms/query over ef (shipped M) and over M (rebuilt, at sizes allowed)."""
+    from server.store import INDEX_EF_CONSTRUCTION, INDEX_M
+
+    rows = []
+    for ef in args.efs:
+        r, ms = recall_at_k(index, queries, truth, K, ef)
+        rows.append({"M": INDEX_M, "ef": ef, "recall_at_10": r, "ms_per_query": ms})
+    if len(vectors) <= args.m_sweep_max:
+        for m in (x for x in args.ms if x != INDEX_M):
+            other, build_s = build_index(vectors, m, INDEX_EF_CONSTRUCTION, args.build_threads)
+            for ef in args.efs:
+                r, ms = recall_at_k(other, queries, truth, K, ef)
+                rows.append({"M": m, "ef": ef, "recall_at_10": r, "ms_per_query": ms, "build_s": build_s})
+    return rows
+
+
+def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> dict[str, Any]:
+    """Everything measured at one collection size."""
+    from server.store import INDEX_EF_CONSTRUCTION, INDEX_M, SEARCH_EF
+
+    store = tmp / f"store-{n}"
+    server = Server(store, args.model, tmp / f"server-{n}.log")  # loads its model while we build
+    other = Server(store, args.model, tmp / f"server-{n}-t{args.server_threads}.log", args.server_threads) \
+        if args.server_threads else None
+    ab: dict[str, Any] | None = None
+    try:
+        vectors, queries = dataset(n, args.dim, args.n_recall, args.dist)
+        index, build_s = build_index(vectors, INDEX_M, INDEX_EF_CONSTRUCTION, args.build_threads)
+        t0 = time.perf_counter()
+        truth = exact_topk(vectors, queries, K)
+        exact_s = time.perf_counter() - t0
+        recall, ann_ms = recall_at_k(index, queries, truth, K, SEARCH_EF)
+        rows = sweep(vectors, queries, truth, index, args) if args.sweep else []
+        uniform = None
+        if args.sweep and n <= args.m_sweep_max and args.dist == "clustered":  # the worst case, for contrast
+            uv, uq = dataset(n, args.dim, args.n_recall, "uniform")
+            ui, _ = build_index(uv, INDEX_M, INDEX_EF_CONSTRUCTION, args.build_threads)
+            uniform = recall_at_k(ui, uq, exact_topk(uv, uq, K), K, SEARCH_EF)[0]
+            del uv, ui
+        server.wait()
+        _, health = server.request("GET", "/health")
+        if health["dim"] != args.dim:
+            raise RuntimeError(f"server model has dim {health['dim']}, vectors have {args.dim}; pass --dim")
+        rss_model = rss_mb(server.proc.pid)
+        built = write_collection(store, f"synthetic-{n}", health["model"], health["model_name"], index, n)
+        del index
+        name = built.folder.name
+        t0 = time.perf_counter()
+        _, summary = server.request("GET", f"/collections/{name}")
+        if summary["tiles"] != n:
+            raise RuntimeError(f"server sees {summary['tiles']} tiles, expected {n}")
+        base = {"k": K, "collections": [name]}
+        server.request("POST", "/search", {**base, "tile_id": 1, "collection": name})  # loads the index
+        open_s = time.perf_counter() - t0
+        rng = np.random.default_rng(7)
+        example = [{**base, "tile_id": int(i), "collection": name} for i in rng.integers(1, n + 1, args.n_queries)]
+        text = [{**base, "text": t} for t in texts[:args.n_queries]]
+        bbox = grid_bbox(n, args.bbox_fraction)
+        area = [{**b, "bbox": bbox} for b in example[:max(5, args.n_queries // 4)]]
+        timed(server, [{**base, "text": "warm up the text encoder"}] * 2 + example[:3])
+        res_text = stats(timed(server, text))
+        res_cached = stats(timed(server, text))  # same texts again: the query cache answers
+        res_example = stats(timed(server, example))
+        res_area = stats(timed(server, area))
+        qps = {str(c): concurrent(server, example, c, args.concurrent_total) for c in (1, 4, 16)}
+        peak = peak_rss_mb(server.proc.pid)
+        if other is not None:
+            other.wait()
+            pair = {"default": server, f"threads_{args.server_threads}": other}
+            timed(other, [{**base, "text": "warm up the text encoder"}] * 2 + example[:3])
+            ab = {"text": ab_latency(pair, [{**base, "text": t} for t in texts[args.n_queries:2 * args.n_queries]]),
+                  "by_example": ab_latency(pair, example)}
+    finally:
+        server.stop()
+        if other is not None:
+            other.stop()
+    res_inproc = in_process(store, health["model"], example)
+    disk = folder_bytes(built.folder)
+    raw = n * args.dim * 4
+    return {"n_tiles": n, "model": health["model"], **{k: res_text[k] for k in ("p50_ms", "p95_ms", "p99_ms")}, "recall_at_10": recall,
+            "text": res_text, "text_cached": res_cached, "by_example": res_example,
+            "by_example_in_area": {**res_area, "area_fraction": args.bbox_fraction},
+            "by_example_in_process": res_inproc, "server_threads_ab": ab,
+            "concurrent_qps": qps, "ann_ms_per_query": ann_ms, "exact_ms_per_query": exact_ms(vectors, queries, K),
+            "recall_uniform_at_10": uniform, "sweep": rows,
+            "index": {"M": INDEX_M, "ef_construction": INDEX_EF_CONSTRUCTION, "ef": SEARCH_EF,
+                      "build_s": build_s, "build_threads": args.build_threads, "exact_truth_s": exact_s},
+            "write": {"rows_s": built.rows_s, "index_save_s": built.save_s}, "server_open_s": open_s,
+            "server_rss_model_mb": rss_model, "server_peak_rss_mb": peak, "raw_vector_mb": raw / 2**20,
+            "peak_rss_over_raw": peak * 2**20 / raw, "rss_added_over_raw": (peak - rss_model) * 2**20 / raw,
+            "disk_bytes": disk, "bytes_per_tile": disk["total"] / n,
+            "index_bytes_per_tile": disk.get("index.bin", 0) / n, "gpkg_bytes_per_tile": disk.get("tiles.gpkg", 0) / n,
+            "dist": args.dist}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10k tiles, fewer queries (about a minute)")
+    ap.add_argument("--n-tiles", type=int, nargs="+",
+                    help="collection sizes (default 10000 100000; quick 10000; 1000000 is opt-in: the index "
+                         "build takes long on few cores)")
+    ap.add_argument("--queries", type=int, dest="n_queries", help="queries per kind (quick 40, full 200)")
+    ap.add_argument("--recall-queries", type=int, dest="n_recall", help="held-out queries for recall (100/500)")
+    ap.add_argument("--dist", choices=["clustered", "uniform"], default="clustered",
+                    help="synthetic vectors: around cluster centres (like real embeddings) or uniform")
+    ap.add_argument("--dim", type=int, default=256, help="vector dimension (the server model's; 256 harma-lite)")
+    ap.add_argument("--model", default="harma-lite", help="model the server runs (text queries use it)")
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the M/ef sweep")
+    ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--server-threads", type=int,
+                    help="also start a server limited to this many torch/BLAS threads and compare latencies")
+    args = ap.parse_args(argv)
+    args.n_tiles = args.n_tiles or ([10_000] if args.quick else [10_000, 100_000])
+    args.n_queries = args.n_queries or (40 if args.quick else 200)
+    args.n_recall = args.n_recall or (100 if args.quick else 500)
+    args.concurrent_total = 32 if args.quick else 160
+    args.efs = (32, 64, 128) if args.quick else (16, 32, 64, 128, 256)
+    args.ms = (8, 16, 32) if args.quick else (8, 16, 24, 32)
+    args.m_sweep_max = 20_000  # rebuilding larger indexes per M takes minutes on few cores
+    args.bbox_fraction = 0.005
+    return args
+
+
+def report(runs: list[dict[str, Any]]) -> str:
+    """Human tables of the runs."""
+    lat = [{"n_tiles": r["n_tiles"], "query": q, "p50_ms": r[k]["p50_ms"], "p95_ms": r[k]["p95_ms"],
+            "p99_ms": r[k]["p99_ms"]}
+           for r in runs for q, k in (("text", "text"), ("text cached", "text_cached"),
+                                      ("by example", "by_example"), ("example+area", "by_example_in_area"),
+                                      ("example in-process", "by_example_in_process"))]
+    out = [table(lat, title="HTTP round trip through python -m server (loopback)")]
+    out.append(table([{"n_tiles": r["n_tiles"], **{f"{c} clients q/s": v for c, v in r["concurrent_qps"].items()},
+                       "recall@10": r["recall_at_10"], "uniform recall": r["recall_uniform_at_10"],
+                       "ann ms": r["ann_ms_per_query"], "exact ms": r["exact_ms_per_query"],
+                       "build s": r["index"]["build_s"]} for r in runs], title="throughput and index"))
+    out.append(table([{"n_tiles": r["n_tiles"], "peak RSS MB": r["server_peak_rss_mb"],
+                       "model RSS MB": r["server_rss_model_mb"], "raw vec MB": r["raw_vector_mb"],
+                       "added/raw": r["rss_added_over_raw"], "B/tile": r["bytes_per_tile"],
+                       "index B/tile": r["index_bytes_per_tile"], "gpkg B/tile": r["gpkg_bytes_per_tile"]}
+                      for r in runs], title="memory and disk"))
+    ab = [{"n_tiles": r["n_tiles"], "query": q, "server": name, **{k: v[k] for k in ("p50_ms", "p95_ms", "p99_ms")}}
+          for r in runs if r["server_threads_ab"] for q, d in r["server_threads_ab"].items() for name, v in d.items()]
+    if ab:
+        out.append(table(ab, title="server thread settings, same queries interleaved"))
+    sw = [{"n_tiles": r["n_tiles"], **s} for r in runs for s in r["sweep"]]
+    if sw:
+        out.append(table(sw, title="recall@10 / in-process ms per query over M and ef"))
+    return "\n\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the search benchmark for each size and print tables, then the JSON line."""
+    quiet_logs()
+    args = parse_args(argv)
+    info = machine()
+    texts = query_texts(2 * args.n_queries)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="harma-bench-search-") as tmp:
+        for n in args.n_tiles:
+            runs.append(run_size(n, args, Path(tmp), texts))
+            print(f"n_tiles={n}: text p50 {runs[-1]['p50_ms']:.1f} ms, recall@10 {runs[-1]['recall_at_10']:.3f}",
+                  file=sys.stderr, flush=True)
+    print(report(runs))
+    last = runs[-1]
+    result = {"bench": "search", "quick": args.quick, "machine": {**info, "loadavg_end": list(os.getloadavg())},
+              **{k: last[k] for k in ("n_tiles", "model", "p50_ms", "p95_ms", "p99_ms", "recall_at_10")},
+              "goals": GOALS, "runs": runs}
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
