@@ -25,8 +25,8 @@ from harma_core.adapters import (
     trainable_parameters,
 )
 from harma_core.data import Item, flatten_captions, load_dataset, normalize_caption
-from harma_core.embed import embed_images, embed_texts
-from harma_core.evaluate import retrieval_metrics
+from harma_core.embed import embed_texts
+from harma_core.evaluate import evaluate_items, retrieval_metrics
 from harma_core.losses import HarmaLoss
 from harma_core.zoo import LoadedModel, create_model
 
@@ -127,21 +127,17 @@ class _Encoders:
 
     @torch.inference_mode()
     def validate(self, name: str, items: list[Item]) -> dict:
+        if not self.cached:
+            return evaluate_items(self.loaded, items)
         captions, owner = flatten_captions(items)
-        captions = [normalize_caption(c) for c in captions]
-        if self.cached:
-            cache = self.val_caches[name]
-            chunks = [pc.suffix_forward(self.loaded.model,
-                                        pc.sample_prefix_batch(cache, np.arange(s, min(s + 128, len(items))),
-                                                               None, False, self.loaded.device),
-                                        self.first_stage).cpu().numpy()
-                      for s in range(0, len(items), 128)]
-            img = np.concatenate(chunks)
-        else:
-            from harma_core.data import decode_image
-
-            img = embed_images(self.loaded, [decode_image(it.image) for it in items])
-        return retrieval_metrics(img, embed_texts(self.loaded, captions), owner)
+        cache = self.val_caches[name]
+        img = np.concatenate([
+            pc.suffix_forward(self.loaded.model,
+                              pc.sample_prefix_batch(cache, np.arange(s, min(s + 128, len(items))), None, False,
+                                                     self.loaded.device),
+                              self.first_stage).cpu().numpy()
+            for s in range(0, len(items), 128)])
+        return retrieval_metrics(img, embed_texts(self.loaded, [normalize_caption(c) for c in captions]), owner)
 
 
 def load_splits(data: list[str]) -> tuple[list[Item], dict[str, list[Item]]]:
