@@ -221,15 +221,15 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
         if args.server_threads else None
     ab: dict[str, Any] | None = None
     try:
-        vectors, queries = dataset(n, args.dim, args.n_recall, args.dist)
-        index, build_s = build_index(vectors, INDEX_M, INDEX_EF_CONSTRUCTION, args.build_threads)
+        vectors, queries = real_dataset(args) if args.vectors else dataset(n, args.dim, args.n_recall, args.dist)
+        index, build_s = cached_index(vectors, args, INDEX_M, INDEX_EF_CONSTRUCTION)
         t0 = time.perf_counter()
         truth = exact_topk(vectors, queries, K)
         exact_s = time.perf_counter() - t0
         recall, ann_ms = recall_at_k(index, queries, truth, K, SEARCH_EF)
         rows = sweep(vectors, queries, truth, index, args) if args.sweep else []
         uniform = None
-        if args.sweep and n <= args.m_sweep_max and args.dist == "clustered":  # the worst case, for contrast
+        if args.sweep and n <= args.m_sweep_max and args.dist == "clustered" and not args.vectors:  # the worst case, for contrast
             uv, uq = dataset(n, args.dim, args.n_recall, "uniform")
             ui, _ = build_index(uv, INDEX_M, INDEX_EF_CONSTRUCTION, args.build_threads)
             uniform = recall_at_k(ui, uq, exact_topk(uv, uq, K), K, SEARCH_EF)[0]
@@ -287,7 +287,40 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
             "peak_rss_over_raw": peak * 2**20 / raw, "rss_added_over_raw": (peak - rss_model) * 2**20 / raw,
             "disk_bytes": disk, "bytes_per_tile": disk["total"] / n,
             "index_bytes_per_tile": disk.get("index.bin", 0) / n, "gpkg_bytes_per_tile": disk.get("tiles.gpkg", 0) / n,
-            "dist": args.dist}
+            "dist": f"real:{Path(args.vectors).name}" if args.vectors else args.dist}
+
+
+def real_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, held-out queries) from real embeddings in a .npy file: the last --recall-queries rows query."""
+    rows = np.load(args.vectors).astype(np.float32)
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(rows[:-args.n_recall]), np.ascontiguousarray(rows[-args.n_recall:])
+
+
+def cached_index(vectors: np.ndarray, args: argparse.Namespace, m: int, ef_construction: int) -> tuple[Any, float]:
+    """Build the index, or load the one an earlier run saved in --index-cache for exactly these vectors.
+
+    Returns (index, build seconds); a loaded index reports the build time recorded when it was built.
+    """
+    if not args.index_cache:
+        return build_index(vectors, m, ef_construction, args.build_threads)
+    import hashlib
+
+    import hnswlib
+
+    key = hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
+    folder = Path(args.index_cache)
+    path, meta = folder / f"index-{key}-M{m}-efc{ef_construction}.bin", folder / f"index-{key}.json"
+    if path.is_file() and meta.is_file():
+        index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
+        index.load_index(str(path), max_elements=len(vectors))
+        print(f"loaded the index from {path}", file=sys.stderr, flush=True)
+        return index, float(json.loads(meta.read_text())["build_s"])
+    index, build_s = build_index(vectors, m, ef_construction, args.build_threads)
+    folder.mkdir(parents=True, exist_ok=True)
+    index.save_index(str(path))
+    meta.write_text(json.dumps({"build_s": build_s, "threads": args.build_threads, "n": len(vectors)}))
+    return index, build_s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -307,6 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--server-threads", type=int,
                     help="also start a server limited to this many torch/BLAS threads and compare latencies")
+    ap.add_argument("--index-cache", help="folder to keep built indexes in and reuse them (long 1M builds)")
+    ap.add_argument("--vectors", help="real embeddings (.npy, one row per tile) instead of synthetic vectors; "
+                                      "the last --recall-queries rows are the held-out queries")
     args = ap.parse_args(argv)
     args.n_tiles = args.n_tiles or ([10_000] if args.quick else [10_000, 100_000])
     args.n_queries = args.n_queries or (40 if args.quick else 200)
@@ -316,6 +352,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.ms = (8, 16, 32) if args.quick else (8, 16, 24, 32)
     args.m_sweep_max = 20_000  # rebuilding larger indexes per M takes minutes on few cores
     args.bbox_fraction = 0.005
+    if args.vectors:
+        args.n_tiles = [len(np.load(args.vectors, mmap_mode="r")) - args.n_recall]
     return args
 
 

@@ -66,7 +66,8 @@ def suffix_forward(model: nn.Module, feats: torch.Tensor, first_stage: int, norm
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def _cache_key(loaded: LoadedModel, items: Sequence[Item], views: int, first_stage: int, seed: int) -> str:
+def cache_key(loaded: LoadedModel, items: Sequence[Item], views: int, first_stage: int, seed: int) -> str:
+    """Name of the cache for these images, views, stages and seed (the frozen base only: adapters do not matter)."""
     h = hashlib.sha256()
     h.update(json.dumps([loaded.name, loaded.base_hash, views, first_stage, seed]).encode())
     for it in items:
@@ -79,7 +80,7 @@ def build_prefix_cache(loaded: LoadedModel, items: Sequence[Item], views: int, f
                        cache_dir: Path, seed: int = 0, batch_size: int = 64, num_workers: int = 2) -> np.ndarray:
     """Float16 memmap of shape (views, n_items, C, H, W); reused when an identical cache exists."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(loaded, items, views, first_stage, seed)
+    key = cache_key(loaded, items, views, first_stage, seed)
     data_path, meta_path = cache_dir / f"prefix-{key}.f16", cache_dir / f"prefix-{key}.json"
     if meta_path.is_file():
         shape = tuple(json.loads(meta_path.read_text())["shape"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+from collections.abc import Sequence
 
+import numpy as np
 import shapely
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
@@ -79,12 +81,22 @@ def encode_geometry(geom: BaseGeometry | None, srs_id: int) -> bytes | None:
     return header + shapely.to_wkb(geom, byte_order=1)
 
 
+def _wkb_start(blob: bytes) -> int:
+    """Offset of the WKB after a GeoPackage blob's header (its length depends on the envelope kind)."""
+    if blob[:2] != b"GP":
+        raise ValueError("not a GeoPackage geometry blob (missing 'GP' magic)")
+    return 8 + {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 0b111]
+
+
 def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
     """Inverse of encode_geometry for any envelope kind."""
     if blob is None:
         return None
-    if blob[:2] != b"GP":
-        raise ValueError("not a GeoPackage geometry blob (missing 'GP' magic)")
-    envelope_kind = (blob[3] >> 1) & 0b111
-    skip = 8 + {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[envelope_kind]
-    return shapely.from_wkb(blob[skip:])
+    return shapely.from_wkb(blob[_wkb_start(blob):])
+
+
+def decode_geometries(blobs: Sequence[bytes | None]) -> np.ndarray:
+    """decode_geometry over many blobs with one vectorised shapely call: an object array, None stays None."""
+    wkbs = np.empty(len(blobs), dtype=object)
+    wkbs[:] = [None if b is None else b[_wkb_start(b):] for b in blobs]
+    return shapely.from_wkb(wkbs)

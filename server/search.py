@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import shapely
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
@@ -16,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from harma_core import embed_texts
+from server import gpkg
 from server.errors import InvalidRequest
 from server.store import Store
 
@@ -140,11 +142,19 @@ def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
 
 
 def _candidates(col: Any, area: BaseGeometry) -> list[int]:
-    """Live tile ids whose footprint intersects the area (envelope pre-filter, then exact test)."""
-    parts = getattr(area, "geoms", [area])
-    ids = sorted({i for p in parts for i in col.table.ids_in_lonlat_box(*p.bounds)})
-    rows = col.table.rows(ids)
-    return [i for i in ids if i in rows and rows[i]["geom"] is not None and rows[i]["geom"].intersects(area)]
+    """Live tile ids whose footprint intersects the area: envelope filter in SQL; a tile whose envelope lies
+    inside a rectangular part of the area is in, the rest get one vectorised exact test."""
+    keep: list[np.ndarray] = []
+    for part in getattr(area, "geoms", [area]):
+        west, south, east, north = part.bounds
+        ids, env, blobs = col.table.footprints_in_lonlat_box(west, south, east, north)
+        inside = np.zeros(len(ids), dtype=bool)
+        if part.equals(box(west, south, east, north)):
+            inside = (env[:, 0] >= west) & (env[:, 1] >= south) & (env[:, 2] <= east) & (env[:, 3] <= north)
+        edge = np.flatnonzero(~inside)
+        hit = shapely.intersects(gpkg.decode_geometries([blobs[i] for i in edge]), area) if len(edge) else []
+        keep += [ids[inside], ids[edge[hit]]]
+    return np.unique(np.concatenate(keep)).tolist() if keep else []
 
 
 def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest) -> dict[str, Any]:

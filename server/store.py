@@ -24,6 +24,7 @@ import hnswlib
 import numpy as np
 
 from server.errors import Conflict, InvalidRequest, ModelMismatch, NotFound, ServerError
+from server.hnswfile import VectorFile
 from server.rwlock import RWLock
 from server.tiletable import RasterRow, TileTable, utc_now
 from server.tiling import RasterInfo, TileRecord, TilingParams
@@ -34,6 +35,7 @@ INDEX_EF_CONSTRUCTION = 200
 SEARCH_EF = 128
 INITIAL_CAPACITY = 1024
 BRUTE_FORCE_MAX = 50_000  # below this many candidates an exact scan beats a filtered graph walk
+EXACT_CHUNK = 65_536  # rows gathered at a time by an exact scan, bounding its memory
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -79,6 +81,7 @@ class Collection:
         self._index: hnswlib.Index | None = None
         self._index_stat: tuple[int, int] | None = None
         self._labels: set[int] = set()  # live labels present in the in-memory index
+        self._vectors: VectorFile | None = None  # fast view of the saved index's vectors, if it checks out
         self._unsaved = 0
         self._writing = False
         with self.lock.write():
@@ -120,23 +123,34 @@ class Collection:
 
     def _load(self) -> None:
         """(Re)read the index from disk and hide labels whose rows are gone or deleted. Hold the write lock."""
-        dim = int(self.manifest["model"]["dim"])
-        index = hnswlib.Index(space="cosine", dim=dim)
-        stat = self._stat()
-        if stat is None:
+        index = hnswlib.Index(space="cosine", dim=int(self.manifest["model"]["dim"]))
+        path, stat, vectors = self._index_path(), None, None
+        try:
+            fd = os.open(path, os.O_RDONLY)  # pins the file that the vector view must match
+        except FileNotFoundError:
             index.init_index(max_elements=INITIAL_CAPACITY, M=INDEX_M, ef_construction=INDEX_EF_CONSTRUCTION)
+            ids = []
         else:
-            index.load_index(str(self._index_path()), max_elements=0)
+            try:
+                st = os.fstat(fd)
+                stat = (st.st_mtime_ns, st.st_size)
+                index.load_index(str(path), max_elements=0)
+                ids = index.get_ids_list()
+                if os.stat(path).st_ino == st.st_ino:  # else a writer replaced it mid-load: no view this time
+                    vectors = VectorFile.open(fd, index, np.asarray(ids, dtype=np.int64))
+            finally:
+                os.close(fd)
         index.set_ef(SEARCH_EF)  # ef is not saved with the index
         index.set_num_threads(1)
         live = self.table.live_ids()
-        labels = set(index.get_ids_list())
+        labels = set(ids)
         for label in labels - live:
             try:
                 index.mark_deleted(label)
             except RuntimeError:  # already deleted in the saved file
                 pass
         self._index, self._index_stat, self._labels = index, stat, labels & live
+        self._vectors = vectors
         self._unsaved = 0
 
     def refresh(self) -> None:
@@ -186,10 +200,13 @@ class Collection:
             self._index.save_index(str(tmp))
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, self._index_path())
-            _fsync_dir(self.folder)
-            self._index_stat = self._stat()
-            self._unsaved = 0
+                os.replace(tmp, self._index_path())
+                _fsync_dir(self.folder)
+                self._index_stat = self._stat()
+                self._unsaved = 0
+                # changes to the index take the write lock: the file just saved is exactly the index in memory
+                ids = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+                self._vectors = VectorFile.open(f.fileno(), self._index, ids)
         self.table.set_extent()
 
     def is_unchanged(self, path: str, size: int, mtime_ns: int) -> bool:
@@ -265,8 +282,8 @@ class Collection:
         with self.lock.read():
             if tile_id not in self._labels:
                 raise NotFound(f"tile {tile_id} is not in collection {self.name!r}")
-            assert self._index is not None
-            return np.asarray(self._index.get_items([tile_id]), dtype=np.float32)[0]
+            row = self._vectors.row(tile_id) if self._vectors is not None else None
+            return row if row is not None else self._gather([tile_id])[0]
 
     def query(self, vector: np.ndarray, k: int, candidates: list[int] | None = None) -> list[tuple[int, float]]:
         """Top-k (tile id, cosine score), best first, optionally among candidate ids only."""
@@ -293,11 +310,26 @@ class Collection:
             return self._exact(q, k, sorted(self._labels))
         return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0])]
 
-    def _exact(self, q: np.ndarray, k: int, ids: list[int]) -> list[tuple[int, float]]:
+    def _gather(self, ids: list[int]) -> np.ndarray:
+        """Stored vectors of live labels, (len(ids), dim) float32: from the saved file's view where it has them,
+        from the index (slow, one by one) for those added since the last save."""
         assert self._index is not None
+        view = self._vectors
+        if view is None:
+            return np.asarray(self._index.get_items(ids), dtype=np.float32).reshape(len(ids), -1)
+        labels = np.asarray(ids, dtype=np.int64)
+        pos = view.positions(labels)
+        out = view.vectors[np.maximum(pos, 0)]
+        missing = np.flatnonzero(pos < 0)
+        if len(missing):
+            out[missing] = np.asarray(self._index.get_items(labels[missing].tolist()), dtype=np.float32)
+        return out
+
+    def _exact(self, q: np.ndarray, k: int, ids: list[int]) -> list[tuple[int, float]]:
         if not ids or k <= 0:
             return []
-        scores = np.asarray(self._index.get_items(ids), dtype=np.float32) @ q[0]
+        scores = np.concatenate([self._gather(ids[s:s + EXACT_CHUNK]) @ q[0]
+                                 for s in range(0, len(ids), EXACT_CHUNK)])
         scores = scores / max(float(np.linalg.norm(q[0])), 1e-12)
         top = np.argsort(-scores, kind="stable")[:k]
         return [(int(ids[i]), float(scores[i])) for i in top]

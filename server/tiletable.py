@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
@@ -39,6 +41,8 @@ CREATE TABLE IF NOT EXISTS rasters (
   info TEXT,
   added_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 """
+# lon/lat envelopes of the tiles for area queries: an SQLite R*Tree, not a GeoPackage layer (GDAL skips rtree_*)
+_RTREE = "rtree_tiles_lonlat"
 _TILE_COLUMNS = ("fid", "raster", "col_off", "row_off", "width", "height", "crs", "minx", "miny", "maxx", "maxy",
                  "added_at", "deleted", "geom")
 
@@ -61,6 +65,17 @@ class RasterRow:
     info: dict[str, Any] | None
 
 
+def _ensure_rtree(conn: sqlite3.Connection) -> None:
+    """Create and fill the envelope R*Tree if missing (collections made before it), in one transaction."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (_RTREE,)).fetchone():
+        return
+    if not conn.in_transaction:  # sqlite3 opens none before DDL: a crash must not leave an empty tree behind
+        conn.execute("BEGIN")
+    conn.execute(f"CREATE VIRTUAL TABLE {_RTREE} USING rtree(id, lon_min, lon_max, lat_min, lat_max)")
+    conn.execute(f"INSERT INTO {_RTREE} SELECT fid, lon_min, lon_max, lat_min, lat_max FROM tiles "  # noqa: S608
+                 "WHERE lon_min IS NOT NULL")
+
+
 def _multi(geom: BaseGeometry | None) -> BaseGeometry | None:
     """Footprints are stored as MULTIPOLYGON so the layer has one geometry type."""
     return MultiPolygon([geom]) if isinstance(geom, Polygon) else geom
@@ -71,6 +86,7 @@ class TileTable:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._rtree = False  # seen the envelope R*Tree (it is never dropped)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -90,13 +106,15 @@ class TileTable:
             gpkg.register_features(conn, "tiles", "geom", "MULTIPOLYGON", 4326,
                                    "HarMA Search tiles: footprints in EPSG:4326, window on the raster grid")
             gpkg.register_attributes(conn, "rasters", "rasters of the collection and their indexing state")
+            _ensure_rtree(conn)
 
     # -- tiles -------------------------------------------------------------------------------------------
     def insert_tiles(self, records: Iterable[TileRecord]) -> list[int]:
         """Insert tile rows in one transaction; returns their new ids (never reused, AUTOINCREMENT)."""
         now = utc_now()
-        ids = []
+        ids, envelopes = [], []
         with self.connect() as conn:
+            _ensure_rtree(conn)
             for r in records:
                 lonlat = r.footprint.bounds if r.footprint is not None else (None, None, None, None)
                 cur = conn.execute(
@@ -105,6 +123,9 @@ class TileTable:
                     (gpkg.encode_geometry(_multi(r.footprint), 4326), r.raster, *r.window, r.crs, *r.bounds,
                      *lonlat, now))
                 ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+                if lonlat[0] is not None and not math.isnan(lonlat[0]):  # no footprint, or an empty one
+                    envelopes.append((ids[-1], lonlat[0], lonlat[2], lonlat[1], lonlat[3]))
+            conn.executemany(f"INSERT INTO {_RTREE} VALUES (?,?,?,?,?)", envelopes)  # noqa: S608
         return ids
 
     def live_ids(self) -> set[int]:
@@ -114,8 +135,11 @@ class TileTable:
 
     def delete_rows(self, ids: Iterable[int]) -> None:
         """Drop rows outright (used for rows whose vectors never reached a saved index)."""
+        ids = [(i,) for i in ids]
         with self.connect() as conn:
-            conn.executemany("DELETE FROM tiles WHERE fid = ?", [(i,) for i in ids])
+            conn.executemany("DELETE FROM tiles WHERE fid = ?", ids)
+            if self._has_rtree(conn):
+                conn.executemany(f"DELETE FROM {_RTREE} WHERE id = ?", ids)  # noqa: S608
 
     def mark_raster_tiles_deleted(self, raster: str) -> list[int]:
         """Mark every live tile of a raster deleted; returns their ids."""
@@ -145,12 +169,29 @@ class TileTable:
                     out[d["fid"]] = d
         return out
 
-    def ids_in_lonlat_box(self, west: float, south: float, east: float, north: float) -> list[int]:
-        """Live tiles whose WGS84 envelope overlaps the box (a coarse filter; refine with the footprint)."""
+    def footprints_in_lonlat_box(self, west: float, south: float, east: float, north: float
+                                 ) -> tuple[np.ndarray, np.ndarray, list[bytes | None]]:
+        """Live tiles whose WGS84 envelope overlaps the box (a coarse filter; refine with the footprint): their
+        ids, envelopes as (n, 4) [lon_min, lat_min, lon_max, lat_max] and GeoPackage footprint blobs."""
+        box = (east, west, north, south)
+        where = "t.deleted = 0 AND t.lon_min <= ? AND t.lon_max >= ? AND t.lat_min <= ? AND t.lat_max >= ?"
         with self.connect() as conn:
-            return [r[0] for r in conn.execute(
-                "SELECT fid FROM tiles WHERE deleted = 0 AND lon_min <= ? AND lon_max >= ? AND lat_min <= ? "
-                "AND lat_max >= ?", (east, west, north, south))]
+            if self._has_rtree(conn):  # the tree's float32 boxes are rounded outwards: `where` makes it exact
+                query = (f"SELECT t.fid, t.lon_min, t.lat_min, t.lon_max, t.lat_max, t.geom FROM {_RTREE} r CROSS "  # noqa: S608
+                         "JOIN tiles t ON t.fid = r.id WHERE r.lon_min <= ? AND r.lon_max >= ? AND r.lat_min <= ? "
+                         f"AND r.lat_max >= ? AND {where}")
+                rows = conn.execute(query, box + box).fetchall()
+            else:  # a collection from before the tree, until its next write session
+                query = f"SELECT t.fid, t.lon_min, t.lat_min, t.lon_max, t.lat_max, t.geom FROM tiles t WHERE {where}"  # noqa: S608
+                rows = conn.execute(query, box).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        envelopes = np.array([r[1:5] for r in rows], dtype=np.float64).reshape(-1, 4)
+        return ids, envelopes, [r[5] for r in rows]
+
+    def _has_rtree(self, conn: sqlite3.Connection) -> bool:
+        if not self._rtree:
+            self._rtree = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (_RTREE,)).fetchone() is not None
+        return self._rtree
 
     def lonlat_extent(self) -> tuple[float, float, float, float] | None:
         """Envelope of all live footprints, or None when there are none."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 
 import _bootstrap  # noqa: F401
 
@@ -24,11 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", action="store_true", help="ignore any shipped adapter: the untuned base model")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    ap.add_argument("--sample", type=int, help="score a fixed random subset of N images (seed 0), e.g. of "
+                                              "the train split, to compare with val at the same gallery size")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     loaded = create_model(a.model, device=a.device, adapter=None if a.base else "default")
     report = load_dataset(a.data, a.split)
-    metrics = evaluate_items(loaded, report.items)
+    items = report.items
+    if a.sample is not None and a.sample < len(items):
+        items = [items[i] for i in sorted(random.Random(0).sample(range(len(items)), a.sample))]
+    metrics = evaluate_items(loaded, items)
     print(f"{loaded.identity} on {a.data} [{a.split}]: {metrics['n_images']} images, "
           f"{metrics['n_captions']} captions, {len(report.skipped)} skipped rows")
     print(format_table({a.split: metrics}))

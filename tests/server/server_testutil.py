@@ -45,6 +45,9 @@ def tile_set(col) -> set[tuple[str, tuple[int, int, int, int]]]:
     assert len(col) == len(ids), f"index holds {len(col)} live vectors, table {len(ids)} live rows"
     for i in ids:  # every row has its vector
         col.vector(i)
+    labels = sorted(ids)
+    if labels:  # the memory-mapped vectors agree with the index they were loaded or saved with
+        assert np.array_equal(col._gather(labels), np.asarray(col._index.get_items(labels), dtype=np.float32))
     tiles = [(r["raster"], (r["col_off"], r["row_off"], r["width"], r["height"])) for r in rows.values()]
     assert len(tiles) == len(set(tiles)), "duplicate tiles"
     return set(tiles)

@@ -8,11 +8,14 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 from server_testutil import SMALL, TINY
-from shapely.geometry import box, shape
+from shapely.geometry import MultiPolygon, Polygon, box, shape
 
+from server import gpkg
 from server.errors import InvalidRequest, ModelMismatch, NotFound
-from server.search import SearchRequest, TextEmbedder, search
+from server.search import SearchRequest, TextEmbedder, _candidates, bbox_lonlat, search
 from server.store import Store
+from server.tiletable import TileTable
+from server.tiling import TileRecord
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,62 @@ def test_unknown_collection_crs_and_model_are_refused(indexed, model, embedder):
     other = SimpleNamespace(identity="some-other-model:w=0:a=0", name="other", dim=model.dim)
     with pytest.raises(ModelMismatch, match="built with model 'harma-lite.*'some-other-model:w=0:a=0'"):
         search(Store(indexed), other, embedder, SearchRequest(text="a river", collections=("base",)))
+
+
+def _reference_candidates(table: TileTable, area) -> list[int]:
+    """What an area must select: every live footprint decoded one by one and tested exactly."""
+    rows = table.rows(table.live_ids())
+    return sorted(i for i, r in rows.items() if r["geom"] is not None and r["geom"].intersects(area))
+
+
+def _area_records() -> list[TileRecord]:
+    def rec(raster: str, i: int, footprint) -> TileRecord:
+        bounds = footprint.bounds if footprint is not None and not footprint.is_empty else (0, 0, 1, 1)
+        return TileRecord(raster, (i, 0, 8, 8), "EPSG:4326", bounds, footprint)
+
+    out = [rec("grid", i, box(10 + 0.1 * (i % 20), 40 + 0.1 * (i // 20), 10.1 + 0.1 * (i % 20),
+                              40.1 + 0.1 * (i // 20))) for i in range(400)]
+    for i in range(60):  # diamonds: envelope corners reach where the footprint does not
+        cx, cy, h = 10.05 + 0.07 * (i % 30), 40.3 + 0.9 * (i // 30), 0.06
+        out.append(rec("diamonds", i, Polygon([(cx, cy - h), (cx + h, cy), (cx, cy + h), (cx - h, cy)])))
+    out.append(rec("antimeridian", 0, MultiPolygon([box(179.9, 0.0, 180.0, 0.1), box(-180.0, 0.0, -179.9, 0.1)])))
+    out += [rec("none", 0, None), rec("empty", 0, Polygon())]
+    out += [rec("gone", i, box(10.5, 40.5, 10.6, 40.6)) for i in range(3)]
+    return out
+
+
+def test_area_candidates_match_an_exact_test_of_every_footprint(tmp_path):
+    table = TileTable(tmp_path / "tiles.gpkg")
+    table.create()
+    table.insert_tiles(_area_records())
+    table.mark_raster_tiles_deleted("gone")
+    col = SimpleNamespace(table=table)
+    areas = [bbox_lonlat((10.33, 40.27, 11.05, 41.5), "EPSG:4326"),
+             bbox_lonlat((10.5, 40.5, 10.6, 40.6), "EPSG:4326"),  # edges on tile edges: touching counts
+             bbox_lonlat((9.0, 39.0, 13.0, 43.0), "EPSG:4326"),  # everything inside: no exact test needed
+             bbox_lonlat((179.95, -1.0, -179.95, 1.0), "EPSG:4326"),  # across the antimeridian
+             Polygon([(10.2, 40.2), (11.4, 40.9), (10.6, 41.6)])]  # not a box: every tile tested exactly
+    expected = [_reference_candidates(table, a) for a in areas]
+    assert all(expected) and len(expected[2]) == 460 and len(expected[3]) == 1
+    assert [_candidates(col, a) for a in areas] == expected
+    with table.connect() as conn:  # a collection from before the envelope R*Tree: same answers without it
+        conn.execute("DROP TABLE rtree_tiles_lonlat")
+    old = SimpleNamespace(table=TileTable(tmp_path / "tiles.gpkg"))
+    assert [_candidates(old, a) for a in areas] == expected
+    new_ids = old.table.insert_tiles([TileRecord("late", (0, 0, 8, 8), "EPSG:4326", (10.4, 40.4, 10.45, 40.45),
+                                                 box(10.4, 40.4, 10.45, 40.45))])  # first write rebuilds it
+    with old.table.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM rtree_tiles_lonlat").fetchone()[0] == 460 + 1 + 3 + 1
+    assert _candidates(old, areas[0]) == sorted(expected[0] + new_ids)
+
+
+def test_geometries_decode_in_one_call_like_one_by_one():
+    geoms = [box(0, 0, 1, 1), None, Polygon(), MultiPolygon([box(2, 2, 3, 3), box(5, 5, 6, 6)])]
+    blobs = [gpkg.encode_geometry(g, 4326) for g in geoms]
+    many = gpkg.decode_geometries(blobs)
+    assert len(many) == 4 and many[1] is None
+    for one, blob in zip(many, blobs):
+        ref = gpkg.decode_geometry(blob)
+        assert (one is None and ref is None) or one.equals_exact(ref, 0) or (one.is_empty and ref.is_empty)
+    with pytest.raises(ValueError, match="'GP' magic"):
+        gpkg.decode_geometries([b"XX\x00\x01"])

@@ -34,7 +34,7 @@ def test_create_writes_manifest_and_geopackage(tmp_path, model):
         assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 10300
     layers = dict(pyogrio.list_layers(tmp_path / "coast" / "tiles.gpkg"))
-    assert layers["tiles"] == "MultiPolygon" and "rasters" in layers
+    assert layers["tiles"] == "MultiPolygon" and set(layers) == {"tiles", "rasters"}  # not the envelope R*Tree
     with pytest.raises(Conflict, match="'coast' already exists"):
         store.create("coast", model)
     for bad in ("../up", "a/b", "", ".hidden", "x" * 65):
@@ -176,3 +176,69 @@ def test_one_writer_at_a_time(fresh, model):
                 pass
     with b.writing(model.identity):
         pass
+
+
+def test_vectors_are_read_from_the_saved_file_and_unsaved_ones_still_found(fresh, model):
+    col = Store(fresh, checkpoint_every=10**6).get("base")
+    view = col._vectors
+    assert view is not None and len(view) == 22  # the fast path is really in use
+    ids = sorted(col.table.live_ids())
+    expect = np.asarray(col._index.get_items(ids), dtype=np.float32)
+    assert np.array_equal(col._gather(ids), expect)
+    assert np.array_equal(col.vector(ids[3]), expect[3])
+    rng = np.random.default_rng(1)
+    new = rng.normal(size=(5, model.dim)).astype(np.float32)
+    with col.writing(model.identity):
+        added = col.add_tiles(_records(5), new)
+        assert (col._vectors.positions(np.array(added)) == -1).all()  # not saved yet: read from the index
+        unit = new / np.linalg.norm(new, axis=1, keepdims=True)
+        mixed = [ids[0], added[0], ids[5], added[4]]
+        assert np.allclose(col._gather(mixed), np.stack([expect[0], unit[0], expect[5], unit[4]]), atol=1e-6)
+        assert np.allclose(col.vector(added[2]), unit[2], atol=1e-6)
+        (best, score), *_ = col.query(unit[1], k=1, candidates=[added[1], ids[0]])
+        assert best == added[1] and score == pytest.approx(1.0, abs=1e-5)
+        col.checkpoint()
+        assert len(col._vectors) == 27 and (col._vectors.positions(np.array(added)) >= 0).all()
+        assert np.array_equal(col._gather(ids + added), np.asarray(col._index.get_items(ids + added)))
+        col.remove_raster(str(TINY))
+    again = Store(fresh).get("base")
+    assert len(again._vectors) == 27 and len(again) == 27 - 6
+    tile_set(again)
+    with pytest.raises(NotFound):
+        again.vector(next(i for i in ids if i not in again._labels))
+
+
+def test_a_file_that_does_not_match_gives_no_view_and_search_still_works(fresh, monkeypatch):
+    from server import hnswfile
+    from server.hnswfile import VectorFile
+
+    col = Store(fresh).get("base")
+    index_bin = fresh / "base" / "index.bin"
+    data = bytearray(index_bin.read_bytes())
+    (fresh / "bad.bin").write_bytes(data[:200])  # truncated
+    first = 96 + int.from_bytes(data[40:48], "little")  # header, then offsetData: the first stored vector
+    flipped = bytearray(data)
+    flipped[first:first + 4] = np.float32(0.5).tobytes()
+    (fresh / "flipped.bin").write_bytes(bytes(flipped))  # a layout that parses but holds other vectors
+    data[32:40] = (12345).to_bytes(8, "little")  # label_offset
+    (fresh / "odd.bin").write_bytes(bytes(data))
+    ids = np.asarray(col._index.get_ids_list(), dtype=np.int64)
+    for name in ("bad.bin", "flipped.bin", "odd.bin"):
+        fd = os.open(fresh / name, os.O_RDONLY)
+        try:
+            assert VectorFile.open(fd, col._index, ids) is None
+        finally:
+            os.close(fd)
+    fd = os.open(index_bin, os.O_RDONLY)
+    try:
+        assert VectorFile.open(fd, col._index, ids[:-1]) is None  # labels differ from the loaded index
+        monkeypatch.setattr(hnswfile, "_SAMPLES", 22)
+        assert VectorFile.open(fd, col._index, ids) is not None
+    finally:
+        os.close(fd)
+    monkeypatch.setattr(VectorFile, "open", classmethod(lambda cls, *a: None))
+    slow = Store(fresh).get("base")
+    assert slow._vectors is None
+    assert tile_set(slow) == tile_set(col)
+    for tile_id in sorted(slow.table.live_ids())[:5]:
+        assert slow.query(slow.vector(tile_id), k=1, candidates=sorted(slow._labels))[0][0] == tile_id
