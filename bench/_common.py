@@ -57,12 +57,12 @@ def peak_rss_mb(pid: int | None = None) -> float:
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
-def rss_mb(pid: int | None = None) -> float:
-    """Current resident set size in MiB (VmRSS)."""
+def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
+    """Current resident set size in MiB: VmRSS, or RssAnon (private memory, without mapped file pages)."""
     for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc status")
+    raise RuntimeError(f"no {field} in /proc status")
 
 
 def time_calls(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[float]:

@@ -261,6 +261,7 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
         res_area = stats(timed(server, area))
         qps = {str(c): concurrent(server, example, c, args.concurrent_total) for c in (1, 4, 16)}
         peak = peak_rss_mb(server.proc.pid)
+        anon = rss_mb(server.proc.pid, "RssAnon")  # the index.bin memory map's pages are file cache, not this
         if other is not None:
             other.wait()
             pair = {"default": server, f"threads_{args.server_threads}": other}
@@ -283,7 +284,7 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
             "index": {"M": INDEX_M, "ef_construction": INDEX_EF_CONSTRUCTION, "ef": SEARCH_EF,
                       "build_s": build_s, "build_threads": args.build_threads, "exact_truth_s": exact_s},
             "write": {"rows_s": built.rows_s, "index_save_s": built.save_s}, "server_open_s": open_s,
-            "server_rss_model_mb": rss_model, "server_peak_rss_mb": peak, "raw_vector_mb": raw / 2**20,
+            "server_rss_model_mb": rss_model, "server_peak_rss_mb": peak, "server_rss_anon_mb": anon, "raw_vector_mb": raw / 2**20,
             "peak_rss_over_raw": peak * 2**20 / raw, "rss_added_over_raw": (peak - rss_model) * 2**20 / raw,
             "disk_bytes": disk, "bytes_per_tile": disk["total"] / n,
             "index_bytes_per_tile": disk.get("index.bin", 0) / n, "gpkg_bytes_per_tile": disk.get("tiles.gpkg", 0) / n,
@@ -370,7 +371,8 @@ def report(runs: list[dict[str, Any]]) -> str:
                        "ann ms": r["ann_ms_per_query"], "exact ms": r["exact_ms_per_query"],
                        "build s": r["index"]["build_s"]} for r in runs], title="throughput and index"))
     out.append(table([{"n_tiles": r["n_tiles"], "peak RSS MB": r["server_peak_rss_mb"],
-                       "model RSS MB": r["server_rss_model_mb"], "raw vec MB": r["raw_vector_mb"],
+                       "model RSS MB": r["server_rss_model_mb"],
+                       "anon RSS MB": r.get("server_rss_anon_mb"), "raw vec MB": r["raw_vector_mb"],
                        "added/raw": r["rss_added_over_raw"], "B/tile": r["bytes_per_tile"],
                        "index B/tile": r["index_bytes_per_tile"], "gpkg B/tile": r["gpkg_bytes_per_tile"]}
                       for r in runs], title="memory and disk"))
