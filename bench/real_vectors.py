@@ -26,10 +26,10 @@ from harma_core.data import decode_image, load_dataset
 def from_cache(loaded, cache: np.ndarray, first_stage: int, batch: int = 256) -> np.ndarray:
     """Run the rest of the image tower over every cached view of every image."""
     model = loaded.model.eval()
-    views = [torch.from_numpy(np.ascontiguousarray(cache[v, s:s + batch])).float()
-             .contiguous(memory_format=torch.channels_last)
-             for v in range(cache.shape[0]) for s in range(0, cache.shape[1], batch)]
-    return np.concatenate([pc.suffix_forward(model, f, first_stage).numpy() for f in views])
+    batches = (torch.from_numpy(np.ascontiguousarray(cache[v, s:s + batch])).float()
+               .contiguous(memory_format=torch.channels_last)
+               for v in range(cache.shape[0]) for s in range(0, cache.shape[1], batch))  # one batch in RAM at a time
+    return np.concatenate([pc.suffix_forward(model, f, first_stage).numpy() for f in batches])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,5 @@ class VectorFile:
 
     def row(self, label: int) -> np.ndarray | None:
         """A copy of one label's vector, None when the label is not in the file."""
-        i = int(np.searchsorted(self._sorted, label))
-        if i < len(self._sorted) and self._sorted[i] == label:
-            return np.array(self.vectors[self._order[i]])
-        return None
+        pos = int(self.positions(np.array([label], dtype=np.int64))[0])
+        return np.array(self.vectors[pos]) if pos >= 0 else None

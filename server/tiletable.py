@@ -114,7 +114,8 @@ class TileTable:
         now = utc_now()
         ids, envelopes = [], []
         with self.connect() as conn:
-            _ensure_rtree(conn)
+            if not self._has_rtree(conn):  # checked in SQL only until the tree is seen, not on every batch
+                _ensure_rtree(conn)
             for r in records:
                 lonlat = r.footprint.bounds if r.footprint is not None else (None, None, None, None)
                 cur = conn.execute(
