@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms
+from torchvision.ops import roi_align
 from tqdm import tqdm
 
 from harma_core.data import ImageDataset, Item
@@ -114,8 +115,12 @@ def _seed_worker(base: int):
 
 
 def sample_prefix_batch(cache: np.ndarray, idx: np.ndarray, rng: np.random.Generator, augment: bool,
-                        device: torch.device) -> torch.Tensor:
-    """Gather cached feature maps of `idx`: a random view each (and random mirroring) when augmenting."""
+                        device: torch.device, crop_scale: float = 1.0) -> torch.Tensor:
+    """Gather cached feature maps of `idx`: a random view each (and random mirroring) when augmenting.
+
+    `crop_scale` < 1 adds a random resized crop of each feature map (area in [crop_scale, 1]), drawn afresh
+    every step: unlike the cached views it costs nothing to vary, so it fights overfitting on the few views.
+    """
     if augment:
         views = rng.integers(0, cache.shape[0], size=len(idx))
         feats = np.stack([cache[v, i] for v, i in zip(views, idx)])
@@ -123,5 +128,20 @@ def sample_prefix_batch(cache: np.ndarray, idx: np.ndarray, rng: np.random.Gener
         feats[flip] = feats[flip, ..., ::-1]
     else:
         feats = np.asarray(cache[0, idx])
-    return torch.from_numpy(np.ascontiguousarray(feats)).to(device).float() \
-        .contiguous(memory_format=torch.channels_last)
+    out = torch.from_numpy(np.ascontiguousarray(feats)).to(device).float()
+    if augment and crop_scale < 1.0:
+        out = random_resized_crop(out, rng, crop_scale)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def random_resized_crop(feats: torch.Tensor, rng: np.random.Generator, min_scale: float) -> torch.Tensor:
+    """Crop each [C, H, W] map to a random box (area fraction in [min_scale, 1], aspect 3/4-4/3), resize back."""
+    n, _, h, w = feats.shape
+    area = rng.uniform(min_scale, 1.0, n)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
+    bw = np.minimum(w, np.sqrt(area * aspect) * w)
+    bh = np.minimum(h, np.sqrt(area / aspect) * h)
+    x0, y0 = rng.uniform(0, 1, n) * (w - bw), rng.uniform(0, 1, n) * (h - bh)
+    boxes = torch.tensor(np.stack([np.arange(n), x0, y0, x0 + bw, y0 + bh], axis=1), dtype=feats.dtype,
+                         device=feats.device)
+    return roi_align(feats, boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)

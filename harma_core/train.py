@@ -53,6 +53,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     views: int = 2
+    feature_crop: float = 1.0  # min area of a random crop of cached feature maps; 1.0 = off
+    captions_per_image: int = 1
     cache_dir: str | None = None
     steps_per_epoch: int | None = None
     num_workers: int = 2
@@ -60,6 +62,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode '{self.mode}' is not one of {MODES}")
+        if not 0 < self.feature_crop <= 1:
+            raise ValueError(f"feature_crop {self.feature_crop} must lie in (0, 1]: the smallest crop area kept")
+        if self.captions_per_image < 1:
+            raise ValueError(f"captions_per_image {self.captions_per_image} must be at least 1")
 
 
 def _set_seed(seed: int) -> None:
@@ -114,7 +120,8 @@ class _Encoders:
     def images(self, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         model = self.loaded.model
         if self.cached:
-            feats = pc.sample_prefix_batch(self.train_cache, idx, rng, True, self.loaded.device)
+            feats = pc.sample_prefix_batch(self.train_cache, idx, rng, True, self.loaded.device,
+                                           self.cfg.feature_crop)
             return pc.suffix_forward(model, feats, self.first_stage)
         from harma_core.data import decode_image
 
@@ -192,10 +199,9 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for step in bar:
             idx = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
-            caps = [normalize_caption(train_items[i].captions[rng.integers(len(train_items[i].captions))])
-                    for i in idx]
-            img, txt = enc.images(idx, rng), enc.texts(caps)
-            ids = _positive_groups(caps)
+            owner, caps = _sample_captions(train_items, idx, cfg.captions_per_image, rng)
+            img, txt = enc.images(idx, rng)[torch.from_numpy(owner)], enc.texts(caps)
+            ids = _positive_groups(caps, owner)
             losses = loss_fn(img, txt, ids)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
@@ -233,10 +239,44 @@ def _save_best(model: torch.nn.Module, cfg: TrainConfig, folder: Path, extra: di
         write_adapter(folder, state, {"base": cfg.model, "extra": extra})
 
 
-def _positive_groups(captions: list[str]) -> torch.Tensor:
-    """Group ids: pairs whose captions are the same text are positives (RSICD repeats generic captions)."""
-    seen: dict[str, int] = {}
-    return torch.tensor([seen.setdefault(c, len(seen)) for c in captions], dtype=torch.long)
+def _sample_captions(items: list[Item], idx: np.ndarray, k: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Up to k distinct captions per image (one row each) and the batch position of each row's image."""
+    owner, caps = [], []
+    for pos, i in enumerate(idx):
+        texts = items[i].captions
+        # k = 1 draws as earlier releases did, so their recorded recipes still reproduce
+        picks = [rng.integers(len(texts))] if k == 1 else rng.choice(len(texts), size=min(k, len(texts)),
+                                                                        replace=False)
+        for j in picks:
+            owner.append(pos)
+            caps.append(normalize_caption(texts[j]))
+    return np.asarray(owner), caps
+
+
+def _positive_groups(captions: list[str], owner: np.ndarray | None = None) -> torch.Tensor:
+    """Group ids: rows of the same image, or whose captions are the same text (RSICD repeats generic
+    captions), are positives; groups are the connected components of those two relations."""
+    parent = list(range(len(captions)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first: dict[object, int] = {}
+    keys = [("text", c) for c in captions]
+    if owner is not None:
+        keys += [("image", int(o)) for o in owner]
+    for row, key in enumerate(keys):
+        row %= len(captions)
+        if key in first:
+            parent[root(row)] = root(first[key])
+        else:
+            first[key] = row
+    roots: dict[int, int] = {}
+    return torch.tensor([roots.setdefault(root(r), len(roots)) for r in range(len(captions))], dtype=torch.long)
 
 
 def _write_metrics(out: Path, cfg: TrainConfig, state: dict, trainable: int, total: int) -> dict:

@@ -57,3 +57,40 @@ def test_training_resumes_from_last_checkpoint(tmp_path, shared_data):
     train(TrainConfig(epochs=1, **common))
     resumed = train(TrainConfig(epochs=2, **common))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_positive_groups_join_rows_of_one_image_and_identical_texts() -> None:
+    from harma_core.train import _positive_groups
+
+    assert _positive_groups(["a", "b", "a", "c"]).tolist() == [0, 1, 0, 2]
+    # rows 0-1 are image 0, rows 2-3 image 1, rows 4-5 image 2; "b" links images 0 and 2
+    owner = np.array([0, 0, 1, 1, 2, 2])
+    assert _positive_groups(["a", "b", "c", "d", "b", "e"], owner).tolist() == [0, 0, 1, 1, 0, 0]
+
+
+def test_sample_captions_draws_distinct_captions_per_image() -> None:
+    from harma_core.data import Item
+    from harma_core.train import _sample_captions
+
+    items = [Item(f"{i}.png", tuple(f"image {i} caption {j}" for j in range(5)), "train", "t") for i in range(3)]
+    items.append(Item("3.png", ("the only caption",), "train", "t"))
+    owner, caps = _sample_captions(items, np.array([2, 3, 0]), 2, np.random.default_rng(0))
+    assert owner.tolist() == [0, 0, 1, 2, 2]  # the image with one caption gets one row
+    assert caps[0] != caps[1] and all(c.startswith("image 2") for c in caps[:2])
+    assert caps[2] == "the only caption" and all(c.startswith("image 0") for c in caps[3:])
+
+
+def test_feature_crop_resamples_maps_in_training_only() -> None:
+    import torch
+
+    from harma_core.prefix_cache import random_resized_crop, sample_prefix_batch
+
+    rng = np.random.default_rng(0)
+    feats = torch.randn(4, 3, 14, 14)
+    assert torch.allclose(random_resized_crop(torch.full((2, 3, 14, 14), 2.5), rng, 0.5),
+                          torch.full((2, 3, 14, 14), 2.5))  # resampling keeps a constant map constant
+    cropped = random_resized_crop(feats, rng, 0.3)
+    assert cropped.shape == feats.shape and not torch.allclose(cropped, feats)
+    cache = np.random.default_rng(1).standard_normal((2, 5, 3, 14, 14)).astype(np.float16)
+    plain = sample_prefix_batch(cache, np.arange(5), None, False, torch.device("cpu"), crop_scale=0.3)
+    assert torch.equal(plain, torch.from_numpy(cache[0].astype(np.float32)))  # evaluation never crops

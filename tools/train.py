@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.04)
     ap.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warm-up")
     ap.add_argument("--views", type=int, default=2, help="cached views per image (CNN towers): 1 = no augmentation")
+    ap.add_argument("--feature-crop", type=float, default=1.0,
+                    help="smallest area of a random crop of cached feature maps, drawn every step (1 = off)")
+    ap.add_argument("--captions-per-image", type=int, default=1,
+                    help="distinct captions of each image per batch (rows of the same image are positives)")
     ap.add_argument("--steps-per-epoch", type=int, default=None)
     ap.add_argument("--cache-dir", default=None, help="where frozen-stage features are cached")
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda")
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, model=a.model, mode=a.mode, share=a.share,
                       image_stages=a.image_stages, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, warmup=a.warmup, seed=a.seed, device=a.device, views=a.views,
+                      feature_crop=a.feature_crop, captions_per_image=a.captions_per_image,
                       cache_dir=a.cache_dir, steps_per_epoch=a.steps_per_epoch, num_workers=a.workers)
     metrics = train(cfg)
     print(json.dumps({k: metrics[k] for k in ("mode", "trainable", "total", "best_epoch", "best_val")}))
