@@ -256,27 +256,20 @@ def _sample_captions(items: list[Item], idx: np.ndarray, k: int,
 
 def _positive_groups(captions: list[str], owner: np.ndarray | None = None) -> torch.Tensor:
     """Group ids: rows of the same image, or whose captions are the same text (RSICD repeats generic
-    captions), are positives; groups are the connected components of those two relations."""
-    parent = list(range(len(captions)))
+    captions), are positives; images joined by a shared text merge into one group."""
+    owner = np.arange(len(captions)) if owner is None else owner
+    parent: dict[int, int] = {}  # union-find over the batch's images
 
     def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
+        while parent.setdefault(a, a) != a:
             a = parent[a]
         return a
 
-    first: dict[object, int] = {}
-    keys = [("text", c) for c in captions]
-    if owner is not None:
-        keys += [("image", int(o)) for o in owner]
-    for row, key in enumerate(keys):
-        row %= len(captions)
-        if key in first:
-            parent[root(row)] = root(first[key])
-        else:
-            first[key] = row
-    roots: dict[int, int] = {}
-    return torch.tensor([roots.setdefault(root(r), len(roots)) for r in range(len(captions))], dtype=torch.long)
+    first_owner: dict[str, int] = {}
+    for o, c in zip(owner.tolist(), captions):
+        parent[root(o)] = root(first_owner.setdefault(c, o))
+    groups: dict[int, int] = {}
+    return torch.tensor([groups.setdefault(root(o), len(groups)) for o in owner.tolist()], dtype=torch.long)
 
 
 def _write_metrics(out: Path, cfg: TrainConfig, state: dict, trainable: int, total: int) -> dict:
