@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from harma_core import prefix_cache as pc
-from harma_core.adapter_io import save_adapter, write_adapter
+from harma_core.adapter_io import load_adapter, save_adapter, write_adapter
 from harma_core.adapters import (
     HarmaConfig,
     freeze_norm_stats,
@@ -28,7 +28,7 @@ from harma_core.data import Item, flatten_captions, load_dataset, normalize_capt
 from harma_core.embed import embed_texts
 from harma_core.evaluate import evaluate_items, retrieval_metrics
 from harma_core.losses import HarmaLoss
-from harma_core.zoo import LoadedModel, create_model
+from harma_core.zoo import LoadedModel, create_model, resolve_adapter
 
 log = logging.getLogger(__name__)
 MODES = ("harma", "heads", "full")
@@ -58,6 +58,7 @@ class TrainConfig:
     cache_dir: str | None = None
     steps_per_epoch: int | None = None
     num_workers: int = 2
+    init: str | None = None  # adapter folder, run folder or model name whose adapter training starts from
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -169,6 +170,8 @@ def train(cfg: TrainConfig) -> dict:
     loaded = create_model(cfg.model, device=cfg.device, adapter=None)
     _prepare(cfg, loaded)
     model = loaded.model
+    if cfg.init:
+        load_adapter(model, resolve_adapter(cfg.init))
     trainable, total = trainable_parameters(model)
     log.info("trainable parameters: %d / %d (%.2f%%)", trainable, total, 100 * trainable / total)
     train_items, val_sets = load_splits(cfg.data)
@@ -190,6 +193,10 @@ def train(cfg: TrainConfig) -> dict:
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
+    if cfg.init and "init_val" not in state:  # the starting point's score: a second cycle must beat it to be kept
+        model.eval()
+        state["init_val"] = {name: enc.validate(name, items) for name, items in val_sets.items()}
+        log.info("val mR of --init %s: %s", cfg.init, {k: round(m["mR"], 2) for k, m in state["init_val"].items()})
     rng = np.random.default_rng(cfg.seed + state["epoch"])
     for epoch in range(state["epoch"], cfg.epochs):
         model.train()
@@ -276,6 +283,7 @@ def _write_metrics(out: Path, cfg: TrainConfig, state: dict, trainable: int, tot
     best = max(state["history"], key=lambda r: r["val_mR_mean"]) if state["history"] else None
     metrics = {"mode": cfg.mode, "model": cfg.model, "trainable": trainable, "total": total,
                "best_epoch": best["epoch"] if best else None, "best_val": best["val"] if best else None,
+               "init_val": state.get("init_val"),
                "history": state["history"]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -202,15 +202,29 @@ def _build_base(name: str) -> tuple[nn.Module, dict, str]:
     return _build_open_clip(arch, tag or None)
 
 
+def _adapter_folder(path: Path) -> Path:
+    """A training run folder stands for its best-on-validation adapter."""
+    return path / "best" if path.is_dir() and (path / "best" / "adapter_config.json").is_file() else path
+
+
+def resolve_adapter(ref: str | Path) -> Path:
+    """The adapter folder meant by an adapter folder, a training run folder or a model with a shipped adapter."""
+    path = _adapter_folder(Path(ref))
+    if (path / "adapter_config.json").is_file():
+        return path
+    if (SHIPPED_DIR / str(ref) / "adapter_config.json").is_file():
+        return SHIPPED_DIR / str(ref)
+    raise AdapterError(f"{ref} is neither an adapter folder, a training run folder (tools/train.py --out) "
+                       "nor a model with a shipped adapter (e.g. harma-lite)")
+
+
 def create_model(name: str = "harma-lite", device: str | torch.device = "auto",
                  adapter: str | Path | None = "default") -> LoadedModel:
     """Build a model by name, run folder or checkpoint; `adapter` is 'default', None or an adapter folder.
 
     'default' loads the adapter shipped for the name (harma-lite) or, for a run folder, the run's adapter.
     """
-    path = Path(name)
-    if path.is_dir() and (path / "best" / "adapter_config.json").is_file():
-        path = path / "best"  # a training run folder: its best-on-validation adapter
+    path = _adapter_folder(Path(name))
     if path.is_dir() and (path / "adapter_config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text()).get("base")
         if not base:

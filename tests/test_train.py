@@ -6,8 +6,10 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from harma_core import create_model
+from harma_core.errors import AdapterError
 from harma_core.train import TrainConfig, train
 
 
@@ -94,3 +96,15 @@ def test_feature_crop_resamples_maps_in_training_only() -> None:
     cache = np.random.default_rng(1).standard_normal((2, 5, 3, 14, 14)).astype(np.float16)
     plain = sample_prefix_batch(cache, np.arange(5), None, False, torch.device("cpu"), crop_scale=0.3)
     assert torch.equal(plain, torch.from_numpy(cache[0].astype(np.float32)))  # evaluation never crops
+
+
+def test_init_starts_from_a_trained_adapter(tmp_path, shared_data):
+    data = _table(tmp_path, shared_data, n_train=8, n_val=4)
+    common = dict(data=[str(data)], model="harma-tiny", batch_size=8, epochs=1, num_workers=0)
+    first = train(TrainConfig(out=str(tmp_path / "a"), lr=2e-3, **common))
+    second = train(TrainConfig(out=str(tmp_path / "b"), init=str(tmp_path / "a"), **common))
+    # before its first step, the second run scores exactly what the first run saved as best
+    assert second["init_val"]["tiles"] == first["best_val"]["tiles"]
+
+    with pytest.raises(AdapterError, match="neither an adapter folder"):
+        train(TrainConfig(out=str(tmp_path / "c"), init=str(tmp_path / "missing"), **common))

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="smallest area of a random crop of cached feature maps, drawn every step (1 = off)")
     ap.add_argument("--captions-per-image", type=int, default=1,
                     help="distinct captions of each image per batch (rows of the same image are positives)")
+    ap.add_argument("--init", default=None, help="start from this adapter: an adapter or run folder, or a model "
+                                                "name with a shipped adapter (harma-lite); same --mode and stages")
     ap.add_argument("--steps-per-epoch", type=int, default=None)
     ap.add_argument("--cache-dir", default=None, help="where frozen-stage features are cached")
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                       image_stages=a.image_stages, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, warmup=a.warmup, seed=a.seed, device=a.device, views=a.views,
                       feature_crop=a.feature_crop, captions_per_image=a.captions_per_image,
-                      cache_dir=a.cache_dir, steps_per_epoch=a.steps_per_epoch, num_workers=a.workers)
+                      cache_dir=a.cache_dir, init=a.init, steps_per_epoch=a.steps_per_epoch, num_workers=a.workers)
     metrics = train(cfg)
     print(json.dumps({k: metrics[k] for k in ("mode", "trainable", "total", "best_epoch", "best_val")}))
     return 0
