@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from harma_core import prefix_cache as pc
-from harma_core.adapter_io import load_adapter, save_adapter, write_adapter
+from harma_core.adapter_io import load_adapter, read_adapter_config, save_adapter, write_adapter
 from harma_core.adapters import (
     HarmaConfig,
     freeze_norm_stats,
@@ -171,7 +171,11 @@ def train(cfg: TrainConfig) -> dict:
     _prepare(cfg, loaded)
     model = loaded.model
     if cfg.init:
-        load_adapter(model, resolve_adapter(cfg.init))
+        init_dir = resolve_adapter(cfg.init)
+        if cfg.mode != "harma" and "harma" in read_adapter_config(init_dir):
+            # its adapters would run frozen but not be saved with the run: the run would not reload as trained
+            raise ValueError(f"--init {cfg.init} holds HarMA adapters; continue it with --mode harma")
+        load_adapter(model, init_dir)
     trainable, total = trainable_parameters(model)
     log.info("trainable parameters: %d / %d (%.2f%%)", trainable, total, 100 * trainable / total)
     train_items, val_sets = load_splits(cfg.data)

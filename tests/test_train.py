@@ -108,3 +108,5 @@ def test_init_starts_from_a_trained_adapter(tmp_path, shared_data):
 
     with pytest.raises(AdapterError, match="neither an adapter folder"):
         train(TrainConfig(out=str(tmp_path / "c"), init=str(tmp_path / "missing"), **common))
+    with pytest.raises(ValueError, match="--mode harma"):
+        train(TrainConfig(out=str(tmp_path / "d"), init=str(tmp_path / "a"), mode="heads", **common))
