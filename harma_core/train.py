@@ -197,7 +197,7 @@ def train(cfg: TrainConfig) -> dict:
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
-    if cfg.init and "init_val" not in state:  # the starting point's score: a second cycle must beat it to be kept
+    if cfg.init and "init_val" not in state:  # the start's score, to compare the run's best/ against
         model.eval()
         state["init_val"] = {name: enc.validate(name, items) for name, items in val_sets.items()}
         log.info("val mR of --init %s: %s", cfg.init, {k: round(m["mR"], 2) for k, m in state["init_val"].items()})

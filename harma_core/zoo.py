@@ -207,13 +207,19 @@ def _adapter_folder(path: Path) -> Path:
     return path / "best" if path.is_dir() and (path / "best" / "adapter_config.json").is_file() else path
 
 
+def _shipped_adapter(name: str) -> Path | None:
+    """The adapter folder installed with the package for a model name, if any."""
+    folder = SHIPPED_DIR / name
+    return folder if (folder / "adapter.safetensors").is_file() else None
+
+
 def resolve_adapter(ref: str | Path) -> Path:
     """The adapter folder meant by an adapter folder, a training run folder or a model with a shipped adapter."""
     path = _adapter_folder(Path(ref))
     if (path / "adapter_config.json").is_file():
         return path
-    if (SHIPPED_DIR / str(ref) / "adapter_config.json").is_file():
-        return SHIPPED_DIR / str(ref)
+    if (shipped := _shipped_adapter(str(ref))) is not None:
+        return shipped
     raise AdapterError(f"{ref} is neither an adapter folder, a training run folder (tools/train.py --out) "
                        "nor a model with a shipped adapter (e.g. harma-lite)")
 
@@ -235,8 +241,7 @@ def create_model(name: str = "harma-lite", device: str | torch.device = "auto",
                                 "(tools/train.py --out) or a model name")
     model, info, whash = _build_base(name)
     if adapter == "default":
-        shipped = SHIPPED_DIR / name
-        adapter = shipped if (shipped / "adapter.safetensors").is_file() else None
+        adapter = _shipped_adapter(name)
         if adapter is None and name == "harma-lite":
             log.warning("no trained harma-lite adapter is installed: using untrained projection heads")
     loaded = LoadedModel(name=name, model=model, tokenizer=info["tokenizer"], image_size=info["image_size"],
