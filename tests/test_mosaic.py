@@ -13,7 +13,7 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from shapely.geometry import box
 
-from tools.mosaic import MosaicError, build_mosaic, main
+from tools.mosaic import MosaicError, build_mosaic, grid_columns, main
 
 
 def test_mosaic_cells_hold_their_scene_and_polygon(shared_data, tmp_path):
@@ -38,9 +38,13 @@ def test_mosaic_cells_hold_their_scene_and_polygon(shared_data, tmp_path):
         assert ds.dataset_mask().min() == 255
 
 
+def test_grid_is_full_when_the_count_allows():
+    assert [grid_columns(n) for n in (210, 1680, 63, 7, 1)] == [15, 42, 9, 3, 1]
+
+
 def test_mosaic_masks_empty_cells_and_refuses_unknown_classes(shared_data, tmp_path, capsys):
     ucm = shared_data / "captions" / "ucm_captions"
-    m = build_mosaic(ucm, "val", tmp_path / "m", limit=5)
+    m = build_mosaic(ucm, "val", tmp_path / "m", limit=5, cols=3)
     assert (m.rows, m.cols) == (2, 3) and len(m.classes) == 5
     with rasterio.open(m.tif) as ds:
         mask = ds.dataset_mask()

@@ -106,6 +106,12 @@ def _cell_pixels(path: str, cell: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def grid_columns(n: int) -> int:
+    """Cells per row: a divisor of n near its square root (a full grid, no empty cell), else a square grid."""
+    side = math.ceil(math.sqrt(n))
+    return next((c for c in range(side, 2 * side + 1) if n % c == 0), side)
+
+
 def write_mosaic(scenes: Sequence[dict], out: str | Path, split: str = "", cell: int = 256,
                  crs: str = DEFAULT_CRS, origin: tuple[float, float] = DEFAULT_ORIGIN,
                  pixel_size: float = DEFAULT_PIXEL, cols: int | None = None) -> Mosaic:
@@ -120,7 +126,7 @@ def write_mosaic(scenes: Sequence[dict], out: str | Path, split: str = "", cell:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     n = len(scenes)
-    cols = cols or math.ceil(math.sqrt(n))
+    cols = cols or grid_columns(n)
     rows = math.ceil(n / cols)
     transform = from_origin(origin[0], origin[1], pixel_size, pixel_size)
     tif, gpkg = out.with_suffix(".tif"), out.with_suffix(".gpkg")
