@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -101,15 +102,29 @@ class MiniAdapter(nn.Module):
 
 
 class TokenMask:
-    """Padding positions of the last batch that entered a text tower, recorded by a pre-hook.
+    """Padding positions of the last batch that entered a text tower IN THE CALLING THREAD, set by a pre-hook.
 
     The hooks only see a module's inputs, so the mask is taken at the tower's entry and read by its
-    adapters. It is kept (not cleared) so that activation-checkpoint recomputation sees the same mask.
+    adapters. It lives in thread-local storage: concurrent encodes (server threads) each see their own
+    batch's mask (issue 17). It is kept (not cleared) so that activation-checkpoint recomputation sees
+    the same mask; that holds when backward runs in the forward's thread, as autograd does on the CPU.
     """
 
     def __init__(self, pad_id: int = 0) -> None:
         self.pad_id = pad_id
-        self.value: torch.Tensor | None = None  # [B, L] bool, True = padding
+        self._local = threading.local()
+
+    def __reduce__(self) -> tuple:  # deepcopy / pickle: a fresh, empty mask (thread-locals do not copy)
+        return (TokenMask, (self.pad_id,))
+
+    @property
+    def value(self) -> torch.Tensor | None:
+        """[B, L] bool, True = padding, of this thread's last batch (None: none recorded or no padding info)."""
+        return getattr(self._local, "value", None)
+
+    @value.setter
+    def value(self, mask: torch.Tensor | None) -> None:
+        self._local.value = mask
 
     def record_ids(self, module: nn.Module, args: tuple) -> None:
         """Pre-hook on an open_clip token embedding: padding is where ids == pad_id."""

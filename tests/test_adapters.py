@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
@@ -294,3 +295,49 @@ def test_freeze_norm_stats_keeps_frozen_batchnorm_statistics(lite, ucm_batch: to
     with torch.no_grad():  # BatchNorm in training mode would update its statistics even so
         model.encode_image(ucm_batch)
     torch.testing.assert_close(bn.running_mean, before, rtol=0, atol=0)
+
+
+def test_concurrent_text_embedding_matches_single_threaded() -> None:
+    # Issue 17.2: the padding mask recorded at the text tower's entry must belong to the calling thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harma_core import create_model
+    from harma_core.embed import embed_texts
+
+    lite = create_model("harma-lite", device="cpu")  # the shipped adapter: its text layers read the mask
+    assert lite.model.harma.sites["text"]
+
+    words = "a dense residential area with many buildings and green trees beside a wide river crossing".split()
+    batches = [[" ".join(words[:1 + i % 5]), " ".join(words[:6 + (7 * i) % 9])] for i in range(24)]
+    want = [embed_texts(lite, b) for b in batches]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda b: embed_texts(lite, b), batches * 4))
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g, want[i % len(batches)], rtol=0, atol=1e-5, err_msg=f"batch {i}")
+
+
+def test_checkpoint_recomputation_keeps_its_own_mask_while_another_thread_encodes() -> None:
+    # Activation checkpointing re-runs the blocks in backward; a text encoded meanwhile in another thread
+    # (other batch size, other padding) must not change the mask that the recomputation reads.
+    import threading
+
+    model = inject_harma(tiny_clip())
+    perturb(model)
+    _, text = tiny_inputs()
+    other = torch.randint(1, 98, (3, 16), generator=torch.Generator().manual_seed(2))
+    other[:, 3], other[:, 4:] = 99, 0
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        net = copy.deepcopy(model)
+        net.transformer.grad_checkpointing = checkpointing
+        loss = net.encode_text(text).square().sum()
+        worker = threading.Thread(target=lambda: net.encode_text(other))
+        worker.start()
+        worker.join()
+        loss.backward()
+        return {n: p.grad for n, p in net.named_parameters() if p.grad is not None and "harma" in n}
+
+    plain, recomputed = grads(False), grads(True)
+    assert plain.keys() == recomputed.keys() and len(plain) > 10
+    for name, g in plain.items():
+        torch.testing.assert_close(recomputed[name], g, rtol=1e-5, atol=1e-6, msg=name)
