@@ -28,15 +28,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--checkpoint-every", type=int, default=2048, help="save the index every N tiles")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local (this process) or ray (a Ray Data pipeline; writes GeoParquet shards, then imports)")
+    ap.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
+    ap.add_argument("--shards", nargs="?", const="", metavar="DIR",
+                    help="write GeoParquet shards (to DIR, default STORE/COLLECTION/shards) and build from them")
+    ap.add_argument("--shard-tiles", type=int, default=16384, help="tiles per shard file (sharded runs)")
+    ap.add_argument("--actors", type=int, help="encoder actors (ray; default one per GPU, else one per CPU)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-shards"]:
+        return _import_shards(argv[1:])
     args = ap.parse_args(argv)
 
     from harma_core import HarmaError, create_model
-    from server.cli import run_index
+    from server.cli import check_index_target, run_index
 
     params = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_size_m": args.tile_size_m,
               "overlap_m": args.overlap_m, "bands": args.bands, "pixel_coords": args.pixel_coords}
     try:
-        model = create_model(args.model, device=args.device)
+        check_index_target(args.store, args.collection)  # before the model loads
+        model = create_model(args.model, device="cpu" if args.engine == "ray" else args.device)
+        if args.engine == "ray" or args.shards is not None:
+            from server.shard_run import run_sharded
+            run_sharded(args.store, args.collection, args.paths, model,
+                        {k: v for k, v in params.items() if v is not None}, engine=args.engine,
+                        shards_dir=args.shards or None, ray_address=args.ray_address, model_spec=args.model,
+                        device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
+                        actors=args.actors, quiet=args.quiet)
+            return 0
         report = run_index(args.store, args.collection, args.paths, model,
                            {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,
                            checkpoint_every=args.checkpoint_every, quiet=args.quiet)
@@ -47,6 +66,28 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 1 if report.skipped and not (report.rasters or report.unchanged) else 0
+
+
+def _import_shards(argv: list[str]) -> int:
+    """`index.py import-shards --store S COLLECTION SHARDS...`: build or extend a collection from shards."""
+    ap = argparse.ArgumentParser(prog="index.py import-shards", description=_import_shards.__doc__)
+    ap.add_argument("--store", required=True, help="store folder")
+    ap.add_argument("collection", help="collection name (created from the shards' model and tiling when new)")
+    ap.add_argument("shards", nargs="+", help="GeoParquet shard files or folders of them")
+    args = ap.parse_args(argv)
+
+    from harma_core import HarmaError
+    from server.shard_import import find_shards, import_shards
+    from server.store import Store
+
+    try:
+        r = import_shards(Store(args.store), args.collection, find_shards(args.shards))
+    except HarmaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"imported into {args.collection}: {r.rasters} rasters, {r.tiles} tiles, {r.nodata_tiles} nodata "
+          f"skipped, {r.unchanged} rasters already imported" + (f", incomplete: {r.incomplete}" if r.incomplete else ""))
+    return 1 if r.incomplete else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""The Ray Data executor of the shard plan (server/shard_plan.py): read blocks -> CPU read tasks -> an actor
+pool of encoders (one GPU each where the cluster has GPUs) -> rows streamed back to the driver's collector.
+
+Ray retries a read task or restarts an encoder actor whose worker died; the collector keys rows by (chunk,
+window), so a retried task's rows count once and a shard is written only when all its windows are in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from server.errors import RasterError, ServerError
+from server.shard_plan import Chunk, Encoder, ShardCollector, read_block
+from server.tiling import RasterInfo, TilingParams, inspect_raster
+
+READ_CPUS = 0.25  # CPU share reserved per read task: reading is light next to encoding
+ACTOR_CPUS = 0.75  # per CPU encoder: one actor per core, so a read task still fits on a 1-CPU node
+
+
+def connect(address: str | None) -> None:
+    """Join a cluster (`auto` or HOST:PORT) or, without an address, start a local Ray for this run."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # our own bar shows tiles/s and ETA
+    try:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ServerError(f"cannot join the Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
+                          "give its HOST:PORT, and set RAY_AUTH_MODE=token if it uses token auth") from e
+
+
+def _inspect(path: str, params: TilingParams) -> tuple[RasterInfo | None, str | None]:
+    """inspect_raster with its refusal returned as text (cheaper to ship back than an exception)."""
+    try:
+        return inspect_raster(path, params), None
+    except (RasterError, OSError) as e:
+        return None, getattr(e, "detail", str(e))
+
+
+def inspect_all(paths: Sequence[str], params: TilingParams) -> list[tuple[str, RasterInfo | None, str | None]]:
+    """Inspect rasters as Ray tasks (stretch percentiles read the whole raster, so this spreads too)."""
+    import ray
+
+    task = ray.remote(num_cpus=READ_CPUS, max_retries=3)(_inspect)
+    results = ray.get([task.remote(p, params) for p in paths])
+    return [(p, info, err) for p, (info, err) in zip(paths, results)]
+
+
+def _encoder_resources() -> tuple[int, dict[str, Any]]:
+    """Actor pool size and per-actor resources: one actor per GPU, else one per CPU core."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus:
+        return gpus, {"num_gpus": 1, "num_cpus": 1}
+    return max(1, int(res.get("CPU", 1))), {"num_cpus": ACTOR_CPUS}
+
+
+def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, model: str, *, device: str,
+            batch_size: int, out_side: int | None, progress: Callable[[int], None] | None = None,
+            actors: int | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+    """Run the read and encode stages of the pending chunks on the cluster, feeding the collector."""
+    import ray.data
+
+    if not todo:
+        return
+    size, resources = _encoder_resources()
+    device = "cuda" if resources.get("num_gpus") and device == "auto" else ("cpu" if device == "auto" else device)
+    items = [block for cid in todo for block in chunks[cid].blocks(cid)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.flat_map(read_block, fn_kwargs={"out_side": out_side}, num_cpus=READ_CPUS)
+    ds = ds.map_batches(Encoder, fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size,
+                                                        "model_kwargs": model_kwargs},
+                        batch_size=batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=actors or size), **resources)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        n = collector.add(batch)
+        if progress:
+            progress(n)
+    collector.check_done()
