@@ -3,6 +3,13 @@
 Validity is per band, as GDAL's nodata is: a band value is invalid when masked (nodata, dataset mask) or, for
 float data, not finite. Invalid values are 0 in the output and never enter that band's percentiles; a read
 with no valid value at all converts to None.
+
+Stretch rule (per raster, from a decimated read): 16-bit and float data always get the 2-98 % percentile
+stretch per band. 8-bit data gets the same stretch only when its histogram is narrow: the widest band's
+p98 - p2 spread is under NARROW_SPREAD_8BIT (64) levels. Measured on the shared GeoTIFFs (widest / narrowest
+band spread): Grenada Landsat 8 30/26 (previews averaged 34/255: stretched), NAIP 128/94, Peru Landsat
+218/72, Colorado aerial 189/138, Bahamas Landsat 7 249/242 (all left as stored). Palette rasters are
+expanded through their colour table (as GDAL's `-expand rgb`) and never stretched.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from rasterio.windows import Window
 from harma_core.errors import DataError
 
 STRETCH_PERCENTILES = (2.0, 98.0)
+NARROW_SPREAD_8BIT = 64.0  # 8-bit rasters whose widest band spans fewer levels (p2..p98) are stretched
 SAMPLE_SIDE = 1024  # long side of the decimated read the percentiles come from
 
 Stretch = tuple[tuple[float, float], ...]  # per output band (low, high), mapped to 0 and 255
@@ -71,9 +79,40 @@ def percentile_stretch(sample: np.ma.MaskedArray, percentiles: tuple[float, floa
     return tuple(out)
 
 
+def palette_colours(src: rasterio.io.DatasetReader, bands: Sequence[int]) -> np.ndarray | None:
+    """(N, 3) uint8 lookup table of the colour table when the chosen bands are one palette band, else None."""
+    band = bands[0]
+    if any(b != band for b in bands) or src.colorinterp[band - 1] != ColorInterp.palette:
+        return None
+    try:
+        cmap = src.colormap(band)
+    except ValueError:  # palette interpretation without a table: show the indices as grey
+        return None
+    lut = np.zeros((max(cmap) + 1, 3), np.uint8)
+    for index, rgba in cmap.items():
+        lut[index] = rgba[:3]
+    return lut
+
+
+def _expand_palette(indices: np.ma.MaskedArray, lut: np.ndarray, count: int) -> np.ma.MaskedArray:
+    """(1, H, W) masked palette indices -> (count, H, W) masked colours (indices beyond the table are black)."""
+    idx = np.ma.getdata(indices)[0].astype(np.int64)
+    rgb = np.where((idx < len(lut))[..., None], lut[np.clip(idx, 0, len(lut) - 1)], 0).transpose(2, 0, 1)
+    mask = np.broadcast_to(np.ma.getmaskarray(indices)[:1], (3, *idx.shape))
+    return np.ma.MaskedArray(rgb.astype(np.uint8), mask=mask)[:count]
+
+
 def _read_bands(src: rasterio.io.DatasetReader, bands: Sequence[int], out_shape: tuple[int, int],
                 resampling: Resampling, window: Window | None = None) -> np.ma.MaskedArray:
-    """Masked read of bands (repeats allowed; each distinct band is read once), shape (len(bands), H, W)."""
+    """Masked read of bands (repeats allowed; each distinct band is read once), shape (len(bands), H, W).
+
+    A palette band is read with nearest resampling (indices must not be blended) and expanded to its colours.
+    """
+    lut = palette_colours(src, bands)
+    if lut is not None:
+        indices = src.read([bands[0]], window=window, out_shape=(1, *out_shape), masked=True,
+                           resampling=Resampling.nearest)
+        return _expand_palette(indices, lut, len(bands))
     unique = sorted(set(bands))
     data = src.read(unique, window=window, out_shape=(len(unique), *out_shape), masked=True,
                     resampling=resampling)
@@ -83,7 +122,8 @@ def _read_bands(src: rasterio.io.DatasetReader, bands: Sequence[int], out_shape:
 def stretch_limits(src: rasterio.io.DatasetReader, bands: Sequence[int],
                    percentiles: tuple[float, float] = STRETCH_PERCENTILES,
                    sample_side: int = SAMPLE_SIDE) -> Stretch | None:
-    """A raster's stretch, computed once from a decimated read: None for uint8 (shown as is), else percentiles.
+    """A raster's stretch, computed once from a decimated read: None when pixels are shown as stored (palette,
+    and 8-bit data with a wide histogram; see the module docstring), else per-band percentiles.
 
     Raises DataError when the file cannot be read or, read in full, has no valid pixel. Sparse data the
     decimated read misses entirely falls back to the data type's range.
@@ -101,8 +141,11 @@ def stretch_limits(src: rasterio.io.DatasetReader, bands: Sequence[int],
     if stretch is None and scale == 1.0:
         raise DataError(f"{src.name} has no valid pixels (all are nodata={src.nodata} or masked); "
                         "check its nodata value (gdalinfo FILE) or use another raster")
+    if palette_colours(src, bands) is not None:
+        return None  # colours from the table are shown as they are
     if dtype == np.uint8:
-        return None
+        narrow = stretch is not None and max(hi - lo for lo, hi in stretch) < NARROW_SPREAD_8BIT
+        return stretch if narrow else None
     return stretch or tuple(type_range for _ in bands)  # sparse data the decimated read missed
 
 

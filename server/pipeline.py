@@ -123,7 +123,8 @@ def _reader(plans: list[_Plan], batch_size: int, out_side: int | None, out: queu
                         else:
                             batch.records.append(tile_record(info, window))
                             batch.pixels.append(tile)
-                        if len(batch.records) >= batch_size:
+                        # skipped windows are sent on too, so progress moves through long nodata stretches
+                        if len(batch.records) >= batch_size or sum(batch.nodata.values()) >= batch_size:
                             put(batch)
                             batch = _Batch()
                 batch.ended.append(info)

@@ -13,9 +13,10 @@ from PIL import Image
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from harma_core.raster_pixels import to_uint8
+from harma_core.raster_pixels import read_rgb
 from server.errors import NotFound, RasterError
 from server.store import Collection
+from server.tiling import TILE_RESAMPLING
 
 MAX_PREVIEW_SIDE = 1024
 
@@ -40,16 +41,15 @@ def tile_png(col: Collection, tile_id: int, max_side: int = 512) -> bytes:
     row, info, window = _locate(col, tile_id)
     h, w = int(window.height), int(window.width)
     scale = min(1.0, max_side / max(h, w))
-    shape = (3, max(1, round(h * scale)), max(1, round(w * scale)))
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
     stretch = tuple(tuple(s) for s in info["stretch"]) if info.get("stretch") else None
     try:
-        with rasterio.open(row["raster"]) as ds:
-            arr = ds.read(info["bands"], window=window, out_shape=shape, masked=True)
+        with rasterio.open(row["raster"]) as ds:  # the encoder's read: same bands, stretch, palette, resampling
+            rgb = read_rgb(ds, info["bands"], window, shape, stretch, TILE_RESAMPLING)
     except rasterio.errors.RasterioIOError as e:
         raise RasterError(f"cannot read {row['raster']} for tile {tile_id}: {e}") from e
-    rgb = to_uint8(arr, stretch)  # type: ignore[arg-type]
     if rgb is None:
-        rgb = np.zeros((shape[1], shape[2], 3), dtype=np.uint8)
+        rgb = np.zeros((*shape, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -6,6 +6,7 @@ Bounds are always (left, bottom, right, top) in the CRS they are stated with; wi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -16,12 +17,13 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import from_bounds as rio_from_bounds
 from shapely.affinity import translate
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
@@ -31,30 +33,54 @@ from harma_core.raster_pixels import choose_bands as _choose_bands
 from server.errors import InvalidRequest, RasterError
 
 MIN_SIDE = 16  # pixels; smaller rasters carry too little to embed meaningfully
+MAX_SIDE = 8192  # pixels; a larger tile is a whole scene, not a place, and costs a huge read
+MAX_TILE_M = 100_000.0  # metres; beyond this a tile is a region, far from any training scene
+AUTO_TILE_M = 300.0  # ground side of an automatic tile: between UCM's ~75 m and RSICD's few-km scenes
+AUTO_TILE_PX = (64, 2048)  # automatic tiles are clamped into this many pixels (upsampled <= 3.5x to 224)
 WGS84 = CRS.from_epsg(4326)
+TILE_RESAMPLING = Resampling.bilinear  # tiles are read for the encoder (and previews) with this
 
 
 @dataclass(frozen=True)
 class TilingParams:
-    """How a collection cuts rasters into tiles; recorded in its manifest."""
+    """How a collection cuts rasters into tiles; recorded in its manifest.
 
-    tile_size: int = 256
+    Tile size: `tile_size_m` (metres) if given, else `tile_size` (pixels) if given, else automatic: a tile
+    spans `auto_tile_m` metres of ground (the training scenes span ~75 m, UCM, to a few km, RSICD), its side
+    clamped into `auto_tile_px` pixels, and every tile is resampled to the model input when it is read. The
+    rule is recorded here and each raster's resulting tile and stride in its stored info, so re-adding a
+    raster tiles it the same way even if the defaults change.
+    """
+
+    tile_size: int | None = None
     overlap: int = 0
     tile_size_m: float | None = None
     overlap_m: float | None = None
     bands: tuple[int, ...] | None = None
     pixel_coords: bool = False
     percentiles: tuple[float, float] = STRETCH_PERCENTILES
+    auto_tile_m: float = AUTO_TILE_M
+    auto_tile_px: tuple[int, int] = AUTO_TILE_PX
 
     def __post_init__(self) -> None:
-        if self.tile_size < MIN_SIDE:
-            raise InvalidRequest(f"tile_size={self.tile_size} is too small; use at least {MIN_SIDE} pixels")
-        if not 0 <= self.overlap < self.tile_size:
+        lo_px, hi_px = self.auto_tile_px
+        if not MIN_SIDE <= lo_px <= hi_px <= MAX_SIDE:
+            raise InvalidRequest(f"auto_tile_px={list(self.auto_tile_px)} must be {MIN_SIDE} <= min <= max <= "
+                                 f"{MAX_SIDE} pixels")
+        if not 0 < self.auto_tile_m <= MAX_TILE_M:
+            raise InvalidRequest(f"auto_tile_m={self.auto_tile_m} must be in (0, {MAX_TILE_M:.0f}] metres")
+        if self.tile_size is not None and not MIN_SIDE <= self.tile_size <= MAX_SIDE:
+            size = "small" if self.tile_size < MIN_SIDE else "large"
+            raise InvalidRequest(f"tile_size={self.tile_size} is too {size}; use {MIN_SIDE} to {MAX_SIDE} pixels")
+        if self.tile_size is not None and not 0 <= self.overlap < self.tile_size:
             raise InvalidRequest(f"overlap={self.overlap} must be >= 0 and < tile_size={self.tile_size}")
-        if self.tile_size_m is not None and self.tile_size_m <= 0:
-            raise InvalidRequest(f"tile_size_m={self.tile_size_m} must be positive")
-        if self.overlap_m is not None and (self.overlap_m < 0 or self.tile_size_m is None
-                                           or self.overlap_m >= self.tile_size_m):
+        if self.tile_size is None and self.tile_size_m is None and not 0 <= self.overlap < lo_px:
+            raise InvalidRequest(f"overlap={self.overlap} must be >= 0 and < {lo_px} (the smallest automatic tile); "
+                                 "give tile_size or tile_size_m for larger overlaps")
+        if self.tile_size_m is not None and not 0 < self.tile_size_m <= MAX_TILE_M:  # also refuses NaN
+            raise InvalidRequest(f"tile_size_m={self.tile_size_m} must be in (0, {MAX_TILE_M:.0f}] metres")
+        if self.overlap_m is not None and not (self.tile_size_m is not None
+                                               and 0 <= self.overlap_m < self.tile_size_m):
             raise InvalidRequest(f"overlap_m={self.overlap_m} needs tile_size_m and must be in [0, tile_size_m)")
         if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
             raise InvalidRequest(f"bands={self.bands} must be 1 or 3 band numbers counted from 1, e.g. [4, 3, 2]")
@@ -67,6 +93,7 @@ class TilingParams:
         d = asdict(self)
         d["bands"] = list(self.bands) if self.bands else None
         d["percentiles"] = list(self.percentiles)
+        d["auto_tile_px"] = list(self.auto_tile_px)
         return d
 
     @classmethod
@@ -82,10 +109,13 @@ class TilingParams:
                 d["bands"] = tuple(_as_int(b, "bands") for b in d["bands"])
             if "percentiles" in d:
                 d["percentiles"] = tuple(float(p) for p in d["percentiles"])
+            if "auto_tile_px" in d:
+                lo, hi = d["auto_tile_px"]
+                d["auto_tile_px"] = (_as_int(lo, "auto_tile_px"), _as_int(hi, "auto_tile_px"))
             for key in ("tile_size", "overlap"):
                 if key in d:
                     d[key] = _as_int(d[key], key)
-            for key in ("tile_size_m", "overlap_m"):
+            for key in ("tile_size_m", "overlap_m", "auto_tile_m"):
                 if key in d:
                     d[key] = float(d[key])
         except (TypeError, ValueError) as e:
@@ -207,11 +237,39 @@ def antimeridian_safe(lons: np.ndarray, lats: np.ndarray) -> BaseGeometry:
     return MultiPolygon(polys)
 
 
+@functools.lru_cache(maxsize=256)
+def _pole_pixels(crs: str, transform: tuple[float, ...]) -> tuple[tuple[float, float, float], ...]:
+    """(lat, col, row) of each pole that has a finite position on this raster's grid."""
+    out = []
+    for lat in (90.0, -90.0):
+        try:
+            (x,), (y,) = warp_transform(WGS84, CRS.from_user_input(crs), [0.0], [lat])
+        except (CRSError, ValueError):
+            continue
+        if math.isfinite(x) and math.isfinite(y):
+            col, row = ~Affine(*transform[:6]) * (x, y)
+            out.append((lat, float(col), float(row)))
+    return tuple(out)
+
+
+def _holds_pole(crs: str, transform: Affine, window: Window) -> bool:
+    """True when a pole's projected point lies inside the window (edges included)."""
+    c0, r0 = float(window.col_off), float(window.row_off)
+    return any(c0 <= c <= c0 + float(window.width) and r0 <= r <= r0 + float(window.height)
+               for _, c, r in _pole_pixels(crs, tuple(transform)[:6]))
+
+
 def footprint_lonlat(crs: CRS | str, transform: Affine, window: Window, per_edge: int = 8) -> BaseGeometry:
-    """WGS84 footprint of a window, reprojected with densified edges; antimeridian-safe."""
+    """WGS84 footprint of a window, reprojected with densified edges; antimeridian-safe, and reaching the
+    pole (lat +-90, all longitudes) when the window contains one, which GDAL's antimeridian cutting handles."""
     cols, rows = _perimeter(window, per_edge)
     xs, ys = transform @ (cols, rows)
     src = CRS.from_user_input(crs)
+    if src != WGS84 and _holds_pole(src.to_string(), transform, window):
+        ring = Polygon(np.column_stack([xs, ys]))
+        geom = shape(transform_geom(src, WGS84, mapping(ring), antimeridian_cutting=True))
+        polys = [orient(p, 1.0) for p in getattr(geom, "geoms", [geom])]
+        return polys[0] if len(polys) == 1 else MultiPolygon(polys)
     if src == WGS84:
         lons, lats = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     else:
@@ -232,17 +290,45 @@ def choose_bands(colorinterp: tuple[ColorInterp, ...], count: int,
         raise RasterError(str(e)) from e
 
 
-def _metres_to_pixels(ds: rasterio.DatasetReader, metres: float) -> int:
-    """Convert a length in metres to pixels through the transform, at the raster's centre latitude."""
-    if ds.crs is None:
-        raise RasterError(f"{ds.name} has no CRS, so a tile size in metres cannot be converted; use pixels")
+def _metres_per_pixel(ds: rasterio.DatasetReader) -> float:
+    """Ground size of one pixel (x direction) in metres, at the raster's centre latitude when geographic."""
     res = abs(ds.transform.a)
     if ds.crs.is_geographic:
         _, lat = ds.xy(ds.height // 2, ds.width // 2)
-        metres_per_px = res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+        return res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+    return res * ds.crs.linear_units_factor[1]
+
+
+def _metres_to_pixels(ds: rasterio.DatasetReader, metres: float, what: str) -> int:
+    """Convert a length in metres to pixels through the transform; refuse more than MAX_SIDE pixels."""
+    if ds.crs is None:
+        raise RasterError(f"{ds.name} has no CRS, so a tile size in metres cannot be converted; use pixels")
+    per_px = _metres_per_pixel(ds)
+    px = max(1, round(metres / per_px))
+    if px > MAX_SIDE:
+        raise RasterError(f"{what}={metres} is {px} pixels of {per_px:.3g} m in {ds.name}; tiles may be at most "
+                          f"{MAX_SIDE} pixels ({MAX_SIDE * per_px:.0f} m here): give a smaller {what}")
+    return px
+
+
+def tile_pixels(ds: rasterio.DatasetReader, params: TilingParams) -> tuple[int, int]:
+    """(tile, overlap) in pixels for this raster: explicit metres, explicit pixels, or the automatic rule.
+
+    Automatic: round(auto_tile_m / ground pixel size) clamped into auto_tile_px; a raster without a CRS
+    (pixel_coords) has no ground size and gets 256 pixels.
+    """
+    if params.tile_size_m:
+        tile = _metres_to_pixels(ds, params.tile_size_m, "tile_size_m")
+    elif params.tile_size:
+        tile = params.tile_size
+    elif ds.crs is None:
+        tile = 256
     else:
-        metres_per_px = res * ds.crs.linear_units_factor[1]
-    return max(1, round(metres / metres_per_px))
+        lo, hi = params.auto_tile_px
+        tile = min(max(round(params.auto_tile_m / _metres_per_pixel(ds)), lo), hi)
+    overlap = _metres_to_pixels(ds, params.overlap_m, "overlap_m") if params.overlap_m else params.overlap
+    tile = max(tile, MIN_SIDE)
+    return tile, min(overlap, tile - 1)
 
 
 def inspect_raster(path: str, params: TilingParams) -> RasterInfo:
@@ -260,10 +346,7 @@ def inspect_raster(path: str, params: TilingParams) -> RasterInfo:
             raise RasterError(f"{path} has no CRS, so its tiles cannot be placed on a map; assign one "
                               "(e.g. gdal_edit.py -a_srs EPSG:32633 FILE) or index with pixel_coords=true "
                               "to keep pixel coordinates only")
-        tile = _metres_to_pixels(ds, params.tile_size_m) if params.tile_size_m else params.tile_size
-        overlap = _metres_to_pixels(ds, params.overlap_m) if params.overlap_m else params.overlap
-        tile = max(tile, MIN_SIDE)
-        overlap = min(overlap, tile - 1)
+        tile, overlap = tile_pixels(ds, params)
         block = tuple(ds.block_shapes[0]) if ds.profile.get("tiled") else None
         stride = aligned_stride(tile - overlap, block[1] if block else None)
         bands = choose_bands(ds.colorinterp, ds.count, params.bands)
@@ -299,4 +382,4 @@ def read_tile(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_
     if out_side and max(h, w) > out_side:
         s = out_side / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))
-    return read_rgb(ds, info.bands, window, (h, w), info.stretch, Resampling.bilinear)
+    return read_rgb(ds, info.bands, window, (h, w), info.stretch, TILE_RESAMPLING)

@@ -124,3 +124,28 @@ def test_all_nodata_raster_is_refused(tmp_path: Path) -> None:
         stretch_limits(src, (1, 1, 1))
     sample = np.ma.masked_equal(np.zeros((3, 4, 4), np.uint16), 0)
     assert percentile_stretch(sample) is None
+
+
+GRENADA = GEOTIFF / "landsat8_grenada_rgb.tif"  # uint8 RGB with a narrow histogram (p2..p98 about 25..59)
+
+
+def test_dark_narrow_8bit_raster_gets_the_percentile_stretch() -> None:
+    with rasterio.open(GRENADA) as src:
+        stretch = stretch_limits(src, (1, 2, 3))
+        raw = src.read(masked=True)
+        rgb = read_rgb(src, (1, 2, 3), Window(0, 0, src.width, src.height), (src.height, src.width), stretch)
+    expect = tuple(tuple(np.percentile(b.compressed().astype(np.float64), (2, 98))) for b in raw)
+    assert stretch == expect  # 500 px fits the sample side: exact full-raster percentiles, per band
+    assert raw.std() < 10 and rgb.std() > 4 * raw.std()  # contrast: std 8.1 as stored, 46 stretched
+    assert rgb.mean() > raw.mean() + 10 and rgb.min() == 0 and rgb.max() == 255
+
+
+@pytest.mark.parametrize("name", ["naip_north_dakota_2020_rgbn.tif", "landsat_pucallpa_peru_2020.tif",
+                                  "aerial_colorado_0p15m_rgb.tif", "landsat7_bahamas_rgb.tif"])
+def test_ordinary_8bit_rasters_are_shown_as_stored(name: str) -> None:
+    with rasterio.open(GEOTIFF / name) as src:
+        bands = choose_bands(src.colorinterp, src.count)
+        assert stretch_limits(src, bands) is None
+        win = Window(src.width // 2 - 32, src.height // 2 - 32, 64, 64)  # inside Bahamas' tilted scene too
+        assert np.array_equal(read_rgb(src, bands, win, (64, 64), None),
+                              src.read(list(bands), window=win, masked=True).filled(0).transpose(1, 2, 0))

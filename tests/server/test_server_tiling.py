@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bad_rasters
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +12,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as rio_bounds
 from server_testutil import GEOTIFFS, PAN, SMALL, noise
-from shapely.geometry import MultiPolygon, Point, Polygon
+from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from server.errors import InvalidRequest, RasterError
 from server.tiling import (
@@ -215,3 +216,88 @@ def test_tile_size_in_metres_on_a_geographic_raster():
     peru = next(p for p in GEOTIFFS if "pucallpa" in p.name)  # EPSG:4326, ~0.000808 degrees, 8.4 S
     info = inspect_raster(str(peru), TilingParams(tile_size_m=5000.0))
     assert 54 <= info.tile <= 58  # 5 km / (0.000808 deg * 111.3 km * cos 8.4 deg)
+
+
+@pytest.mark.parametrize("south", [False, True], ids=["north_3413", "south_3031"])
+def test_tiles_containing_a_pole_reach_it(tmp_path, south):
+    path = bad_rasters.polar(tmp_path, south=south)  # 96 km square centred on the pole, 1 km pixels
+    info = inspect_raster(str(path), TilingParams(tile_size=64))  # 4 overlapping tiles, each holds the pole
+    pole = Point(0.0, -90.0 if south else 90.0)
+    near_pole = box(-180.0, -90.0, 180.0, -89.9) if south else box(-180.0, 89.9, 180.0, 90.0)
+    for w in plan_windows(info):
+        fp = tile_record(info, w).footprint
+        assert fp.is_valid and fp.bounds[0] == pytest.approx(-180.0) and fp.bounds[2] == pytest.approx(180.0)
+        assert (fp.bounds[1] if south else fp.bounds[3]) == pytest.approx(pole.y)
+        assert fp.intersects(near_pole) and fp.distance(pole) < 1e-9
+        # the far edge of the tile stays where rasterio puts it: 16 km from the pole at its nearest
+        with rasterio.open(path) as ds:
+            x, y = ds.xy(w.row_off + w.height // 2, w.col_off + w.width, offset="ul")
+            lo, la = rio_transform(ds.crs, "EPSG:4326", [x], [y])
+        assert fp.exterior.distance(Point(lo[0], la[0])) < 1e-6
+    # a tile beside the pole (not containing it) is an ordinary polygon away from the pole
+    side = inspect_raster(str(path), TilingParams(tile_size=32))
+    corner = tile_record(side, plan_windows(side)[0]).footprint
+    assert corner.distance(pole) > 0.1 and not corner.intersects(near_pole)
+
+
+def test_palette_raster_is_expanded_through_its_colour_table(tmp_path):
+    path = bad_rasters.palette(tmp_path)  # four 64 px blocks of indices 0..3
+    info = inspect_raster(str(path), TilingParams(tile_size=64))
+    with rasterio.open(path) as ds:
+        tiles = [read_tile(ds, info, w) for w in plan_windows(info)]
+        preview = read_tile(ds, info, Window(32, 32, 64, 64), 32)  # decimated across all four colours
+    for tile, index in zip(tiles, (0, 1, 2, 3)):
+        assert tile.shape == (64, 64, 3) and (tile == bad_rasters.PALETTE[index][:3]).all()
+    colours = {tuple(int(v) for v in px) for px in preview.reshape(-1, 3)}
+    assert colours == {c[:3] for c in bad_rasters.PALETTE.values()}  # nearest: no blended indices
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"tile_size": 10**9}, r"tile_size=1000000000 is too large; use 16 to 8192 pixels"),
+    ({"tile_size": 8}, r"tile_size=8 is too small; use 16 to 8192 pixels"),
+    ({"tile_size": 256, "overlap": 10**9}, r"overlap=1000000000 must be >= 0 and < tile_size=256"),
+    ({"tile_size_m": 1e12}, r"tile_size_m=1000000000000.0 must be in \(0, 100000\] metres"),
+    ({"tile_size_m": float("nan")}, r"tile_size_m=nan must be in \(0, 100000\] metres"),
+    ({"tile_size_m": 500.0, "overlap_m": 1e9}, r"overlap_m=1000000000.0 needs tile_size_m"),
+])
+def test_absurd_tile_sizes_are_refused_with_the_range(params, message):
+    with pytest.raises(InvalidRequest, match=message):
+        TilingParams.from_dict(params)
+
+
+def test_tile_size_in_metres_beyond_the_pixel_limit_is_refused(make_raster):
+    path = make_raster("fine.tif", noise(3, 64, 64), transform=Affine(0.01, 0, 500_000.0, 0, -0.01, 5e6))
+    with pytest.raises(RasterError, match=r"tile_size_m=100000.0 is 10000000 pixels of 0.01 m .*at most 8192"):
+        inspect_raster(str(path), TilingParams(tile_size_m=100_000.0))
+
+
+@pytest.mark.parametrize("name,res_m,tile", [
+    ("aerial_colorado_0p15m_rgb.tif", 0.1498, 2002),  # 300 m / 0.149816 m
+    ("spacenet_atlanta_pan_0p5m.tif", 0.5, 600),
+    ("naip_north_dakota_2020_rgbn.tif", 5.0, 64),  # 60 px would be too coarse: clamped to 64 px (320 m)
+    ("landsat8_grenada_rgb.tif", 60.0, 64),  # 3.8 km, the coarse end of the training scenes
+    ("landsat7_bahamas_rgb.tif", 300.0, 64),
+])
+def test_auto_tile_size_follows_ground_resolution(name, res_m, tile):
+    info = inspect_raster(str(GEOTIFFS[0].parent / name), TilingParams())
+    assert abs(info.affine.a) == pytest.approx(res_m, rel=1e-3)
+    assert info.tile == tile and info.stride <= tile
+
+
+def test_auto_tiling_is_recorded_as_a_rule_and_explicit_sizes_win():
+    auto = TilingParams()
+    d = auto.to_dict()
+    assert d["tile_size"] is None and d["auto_tile_m"] == 300.0 and d["auto_tile_px"] == [64, 2048]
+    assert TilingParams.from_dict(d) == auto == TilingParams.from_dict({})
+    assert inspect_raster(str(PAN), TilingParams(tile_size=256)).tile == 256
+    assert inspect_raster(str(PAN), TilingParams(tile_size_m=64.0)).tile == 128
+    assert inspect_raster(str(PAN), TilingParams(auto_tile_m=150.0)).tile == 300
+    with pytest.raises(InvalidRequest, match=r"overlap=64 must be >= 0 and < 64 \(the smallest automatic tile"):
+        TilingParams(overlap=64)
+    with pytest.raises(InvalidRequest, match=r"auto_tile_px=\[64, 10000\] must be 16 <= min <= max <= 8192"):
+        TilingParams.from_dict({"auto_tile_px": [64, 10000]})
+
+
+def test_auto_tiling_without_a_crs_keeps_256_pixels(make_raster):
+    path = make_raster("nocrs.tif", noise(3, 300, 300), crs=None)
+    assert inspect_raster(str(path), TilingParams(pixel_coords=True)).tile == 256
