@@ -16,19 +16,27 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp
 from rasterio.errors import CRSError, RasterioIOError
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
-from rasterio.windows import from_bounds as rio_from_bounds
 from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
 from harma_core.errors import DataError
-from harma_core.raster_pixels import STRETCH_PERCENTILES, read_rgb, stretch_limits
+from harma_core.grid import (  # noqa: F401  (the grid lives in harma_core; names re-exported for server callers)
+    TILE_RESAMPLING,
+    aligned_stride,
+    axis_offsets,
+    bounds_window,
+    grid_windows,
+    read_window,
+    window_bounds,
+)
+from harma_core.raster_pixels import STRETCH_PERCENTILES, stretch_limits
 from harma_core.raster_pixels import choose_bands as _choose_bands
 from server.errors import InvalidRequest, RasterError
 
@@ -38,7 +46,6 @@ MAX_TILE_M = 100_000.0  # metres; beyond this a tile is a region, far from any t
 AUTO_TILE_M = 300.0  # ground side of an automatic tile: between UCM's ~75 m and RSICD's few-km scenes
 AUTO_TILE_PX = (64, 2048)  # automatic tiles are clamped into this many pixels (upsampled <= 3.5x to 224)
 WGS84 = CRS.from_epsg(4326)
-TILE_RESAMPLING = Resampling.bilinear  # tiles are read for the encoder (and previews) with this
 
 
 @dataclass(frozen=True)
@@ -169,45 +176,6 @@ class TileRecord:
     footprint: BaseGeometry | None
 
 
-def axis_offsets(size: int, tile: int, stride: int) -> list[int]:
-    """Tile starts along one axis: every stride, plus a last tile flush with the edge so edges are covered."""
-    if size <= tile:
-        return [0]
-    offsets = list(range(0, size - tile, stride))
-    offsets.append(size - tile)
-    return offsets
-
-
-def aligned_stride(stride: int, block: int | None) -> int:
-    """Round a stride down to a multiple of the file's block size so reads start on block boundaries."""
-    if block and stride > block and stride % block:
-        return stride // block * block
-    return stride
-
-
-def grid_windows(width: int, height: int, tile: int, stride: int) -> list[Window]:
-    """All tile windows of a width x height grid in row-major order (the file's natural read order)."""
-    tw, th = min(tile, width), min(tile, height)
-    return [Window(c, r, tw, th) for r in axis_offsets(height, tile, stride)
-            for c in axis_offsets(width, tile, stride)]
-
-
-def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) of a window in the transform's CRS (rasterio's convention)."""
-    c0, r0 = float(window.col_off), float(window.row_off)
-    left, bottom = transform @ (c0, r0 + float(window.height))
-    right, top = transform @ (c0 + float(window.width), r0)
-    return (float(left), float(bottom), float(right), float(top))
-
-
-def bounds_window(transform: Affine, bounds: tuple[float, float, float, float]) -> Window:
-    """The integer window covering bounds (left, bottom, right, top), offsets and sizes rounded to nearest."""
-    w = rio_from_bounds(*bounds, transform=transform)
-    c0, r0 = round(w.col_off), round(w.row_off)
-    c1, r1 = round(w.col_off + w.width), round(w.row_off + w.height)
-    return Window(c0, r0, c1 - c0, r1 - r0)
-
-
 def _perimeter(window: Window, per_edge: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-edge coordinates around a window, `per_edge` points per side, closed ring order."""
     c0, r0 = float(window.col_off), float(window.row_off)
@@ -247,7 +215,7 @@ def _pole_pixels(crs: str, transform: tuple[float, ...]) -> tuple[tuple[float, f
         except (CRSError, ValueError):
             continue
         if math.isfinite(x) and math.isfinite(y):
-            col, row = ~Affine(*transform[:6]) * (x, y)
+            col, row = ~Affine(*transform[:6]) @ (x, y)
             out.append((lat, float(col), float(row)))
     return tuple(out)
 
@@ -378,8 +346,4 @@ def tile_record(info: RasterInfo, window: Window) -> TileRecord:
 def read_tile(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_side: int | None = None
               ) -> np.ndarray | None:
     """Read a tile as HxWx3 uint8 (decimated to out_side, via overviews where present); None if all nodata."""
-    h, w = int(window.height), int(window.width)
-    if out_side and max(h, w) > out_side:
-        s = out_side / max(h, w)
-        h, w = max(1, round(h * s)), max(1, round(w * s))
-    return read_rgb(ds, info.bands, window, (h, w), info.stretch, TILE_RESAMPLING)
+    return read_window(ds, info.bands, info.stretch, window, out_side)
