@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True, help="store folder (one sub-folder per collection)")
     ap.add_argument("collection", help="collection name (created when new)")
     ap.add_argument("paths", nargs="+", help="GeoTIFF files or folders (searched recursively for .tif/.tiff)")
-    ap.add_argument("--tile-size", type=int, help="tile side in pixels (new collections; default: about 300 m of ground, 64-2048 px)")
+    ap.add_argument("--tile-size", type=int,
+                    help="tile side in pixels (new collections; default: about 300 m of ground, 64-2048 px)")
     ap.add_argument("--overlap", type=int, help="overlap between tiles in pixels (default 0)")
     ap.add_argument("--tile-size-m", type=float, help="tile side in metres instead of pixels")
     ap.add_argument("--overlap-m", type=float, help="overlap in metres (with --tile-size-m)")
