@@ -1,27 +1,33 @@
-"""Search by text or by example tile over one or more collections, answered as GeoJSON in EPSG:4326."""
+"""Search by text, by example tile or by relevance feedback over one or more collections, answered as GeoJSON
+in EPSG:4326: candidates from the index (inside an area if given), thresholds, near-duplicates folded."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import shapely
-from rasterio.crs import CRS
-from rasterio.errors import CRSError
-from rasterio.warp import transform_bounds
-from shapely.geometry import MultiPolygon, box, mapping
+from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
 
 from harma_core import embed_texts
-from server import gpkg
+from server import feedback
+from server.area import bbox_lonlat, candidates, geometry_lonlat
+from server.dedupe import suppress
 from server.errors import InvalidRequest
-from server.store import Store
+from server.relevance import Relevance
+from server.search_request import MAX_ALL, MAX_K, SearchRequest
+from server.store import Collection, Store
 
-MAX_K = 1000
+__all__ = ["MAX_K", "SearchRequest", "TextEmbedder", "bbox_lonlat", "search"]
+_candidates = candidates  # the name earlier tests and benches use
+
+OVERFETCH = 4  # candidates fetched per wanted hit when near-duplicates are folded
+MAX_FETCH = 40_000  # most candidates one collection gives one search, however many are folded
+_relevance: dict[str, Relevance] = {}
+_relevance_lock = threading.Lock()
 
 
 class TextEmbedder:
@@ -53,83 +59,25 @@ class TextEmbedder:
         return vec
 
 
-@dataclass(frozen=True)
-class SearchRequest:
-    """A validated search: text or (tile_id within collection), k, collections, bbox with its CRS, min score."""
+def relevance_for(model: Any) -> Relevance:
+    """The process-wide relevance calibrations of a model (its query bank is loaded once)."""
+    from server.hubness import bank_for
 
-    text: str | None = None
-    tile_id: int | None = None
-    collection: str | None = None
-    k: int = 10
-    collections: tuple[str, ...] | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    bbox_crs: str = "EPSG:4326"
-    min_score: float | None = None
-
-    @classmethod
-    def from_json(cls, body: Any) -> SearchRequest:
-        """Validate a JSON body; unknown keys and wrong types fail with the key named."""
-        if not isinstance(body, dict):
-            raise InvalidRequest("the search body must be a JSON object such as {\"text\": \"a river\", \"k\": 10}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(body) - known
-        if unknown:
-            raise InvalidRequest(f"unknown search field(s) {sorted(unknown)}; known: {sorted(known)}")
-        text, tile_id = body.get("text"), body.get("tile_id")
-        if (text is None) == (tile_id is None):
-            raise InvalidRequest("give exactly one of 'text' (a description) or 'tile_id' (search by example)")
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            raise InvalidRequest(f"text {text!r} is empty; describe what to find, e.g. 'a river'")
-        if text is not None and len(text) > 1000:
-            raise InvalidRequest(f"text is {len(text)} characters long; keep queries under 1000")
-        if tile_id is not None and (isinstance(tile_id, bool) or not isinstance(tile_id, int) or tile_id < 1):
-            raise InvalidRequest(f"tile_id {tile_id!r} must be a positive integer from an earlier hit")
-        k = body.get("k", 10)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise InvalidRequest(f"k={k!r} must be an integer from 1 to {MAX_K}")
-        cols = body.get("collections")
-        if cols is not None and (not isinstance(cols, list) or not cols or
-                                 not all(isinstance(c, str) for c in cols)):
-            raise InvalidRequest(f"collections={cols!r} must be a non-empty list of collection names")
-        bbox, bbox_crs = body.get("bbox"), body.get("bbox_crs", "EPSG:4326")
-        if isinstance(bbox, dict):  # {"bounds": [...], "crs": "..."}
-            bbox, bbox_crs = bbox.get("bounds"), bbox.get("crs", bbox_crs)
-        if bbox is not None:
-            if (not isinstance(bbox, list) or len(bbox) != 4
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-                raise InvalidRequest(f"bbox={bbox!r} must be [left, bottom, right, top] in bbox_crs")
-            bbox = tuple(float(v) for v in bbox)
-            if bbox[1] >= bbox[3]:
-                raise InvalidRequest(f"bbox {list(bbox)} must have bottom < top ([left, bottom, right, top])")
-        min_score = body.get("min_score")
-        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
-                                      or not -1.0 <= min_score <= 1.0):
-            raise InvalidRequest(f"min_score={min_score!r} must be a number from -1 to 1 (cosine similarity)")
-        collection = body.get("collection")
-        if collection is not None and not isinstance(collection, str):
-            raise InvalidRequest(f"collection={collection!r} must be a collection name")
-        return cls(text=text, tile_id=tile_id, collection=collection, k=k,
-                   collections=tuple(cols) if cols else None, bbox=bbox, bbox_crs=str(bbox_crs),
-                   min_score=None if min_score is None else float(min_score))
+    identity = str(getattr(model, "identity", ""))
+    with _relevance_lock:
+        if identity not in _relevance:
+            _relevance[identity] = Relevance(bank_for(model))
+        return _relevance[identity]
 
 
-def bbox_lonlat(bbox: tuple[float, float, float, float], crs: str) -> BaseGeometry:
-    """A search area in EPSG:4326; a box crossing the antimeridian (left > right in degrees) becomes two."""
-    left, bottom, right, top = bbox
-    try:
-        src = CRS.from_user_input(crs)
-    except CRSError as e:
-        raise InvalidRequest(f"bbox_crs {crs!r} is not a CRS I know; use e.g. 'EPSG:4326' or 'EPSG:3857'") from e
-    if bottom >= top or (left >= right and not src.is_geographic):
-        raise InvalidRequest(f"bbox {list(bbox)} must have left < right and bottom < top")
-    if src.is_geographic and src.to_epsg() == 4326:
-        west, south, east, north = left, bottom, right, top
-    else:
-        west, south, east, north = transform_bounds(src, "EPSG:4326", left, bottom, right, top, densify_pts=21)
-    south, north = max(south, -90.0), min(north, 90.0)
-    if west > east:
-        return unary_union([box(west, south, 180.0, north), box(-180.0, south, east, north)])
-    return box(west, south, east, north)
+@dataclass
+class _Query:
+    """What the collection is scored against: a vector, and how its cosines become relevance."""
+
+    vector: np.ndarray
+    kind: str  # "text" | "example" | "feedback"
+    gate: float | None = None
+    classifier: feedback.Classifier | None = None
 
 
 def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
@@ -141,26 +89,93 @@ def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
     return dict(mapping(geom))
 
 
-def _candidates(col: Any, area: BaseGeometry) -> list[int]:
-    """Live tile ids whose footprint intersects the area: envelope filter in SQL; a tile whose envelope lies
-    inside a rectangular part of the area is in, the rest get one vectorised exact test."""
-    keep: list[np.ndarray] = []
-    for part in getattr(area, "geoms", [area]):
-        west, south, east, north = part.bounds
-        ids, env, blobs = col.table.footprints_in_lonlat_box(west, south, east, north)
-        inside = np.zeros(len(ids), dtype=bool)
-        if part.equals(box(west, south, east, north)):
-            inside = (env[:, 0] >= west) & (env[:, 1] >= south) & (env[:, 2] <= east) & (env[:, 3] <= north)
-        edge = np.flatnonzero(~inside)
-        hit = shapely.intersects(gpkg.decode_geometries([blobs[i] for i in edge]), area) if len(edge) else []
-        keep += [ids[inside], ids[edge[hit]]]
-    return np.unique(np.concatenate(keep)).tolist() if keep else []
+def _owner(store: Store, req: SearchRequest, names: list[str], model: Any) -> Collection:
+    """The collection the request's example tiles belong to."""
+    owner = req.collection or (names[0] if len(names) == 1 else None)
+    if owner is None:
+        what = "tile_id" if req.tile_id is not None else "positive/negative tiles"
+        raise InvalidRequest(f"searching by {what} needs 'collection' naming the tiles' collection")
+    source = store.get(owner)
+    source.check_model(model.identity)
+    return source
 
 
-def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest) -> dict[str, Any]:
+def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest, names: list[str],
+           rel: Relevance) -> _Query:
+    if not req.feedback:
+        if req.text is not None:
+            vec = embed_text(req.text)
+            return _Query(vec, "text", gate=rel.text_gate(vec))
+        return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
+    source = _owner(store, req, names, model)
+    pos = source.vectors(list(req.positive)) if req.positive else np.zeros((0, source.manifest["model"]["dim"]))
+    neg = source.vectors(list(req.negative)) if req.negative else pos[:0]
+    if req.text is not None:
+        pos = np.vstack([pos, embed_text(req.text)[None, :]])
+    marked = set(req.positive) | set(req.negative)
+    ids = [i for i in source.ids() if i not in marked]
+    pick = np.unique(np.linspace(0, len(ids) - 1, min(len(ids), feedback.BACKGROUND)).astype(int)) if ids else []
+    background = source.vectors([ids[i] for i in pick]) if len(pick) else pos[:0]
+    clf = feedback.fit(pos, neg, background)
+    return _Query(clf.direction, "feedback", classifier=clf)
+
+
+def _relevance_of(rel: Relevance, q: _Query, col: Collection, cos: np.ndarray) -> np.ndarray | None:
+    if q.kind == "feedback":
+        assert q.classifier is not None
+        return q.classifier.probability(cos)
+    if q.kind == "text":
+        return rel.of_text(col, cos, q.gate)
+    return rel.of_example(col, cos)
+
+
+def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
+          area_ids: dict[str, list[int] | None], fetch: int) -> tuple[list[tuple], bool]:
+    """Candidates of every collection passing the thresholds, best first; and whether every collection
+    gave fewer than `fetch` (nothing more to fetch)."""
+    out: list[tuple] = []
+    exhausted = True
+    for col in cols:
+        found = col.query(q.vector, fetch, area_ids[col.name])
+        exhausted &= len(found) < fetch
+        if not found:
+            continue
+        ids = [t for t, _ in found]
+        cos = np.round(np.array([s for _, s in found], dtype=np.float64), 6)
+        relv = _relevance_of(rel, q, col, cos)
+        if relv is not None:
+            relv = np.round(relv, 4)
+        elif req.min_score is not None:
+            raise InvalidRequest("min_score filters on relevance, which needs the query bank shipped with a "
+                                 "model; this model has none: filter on the cosine with min_cosine instead")
+        for i, tile_id in enumerate(ids):
+            r = None if relv is None else float(relv[i])
+            # compare the values as reported, so a threshold copied from a result keeps that result
+            if req.min_cosine is not None and cos[i] < req.min_cosine:
+                continue
+            if req.min_score is not None and r is not None and r < req.min_score:
+                continue
+            out.append((float(cos[i]), r, tile_id, col))
+    out.sort(key=lambda h: (-h[0], h[3].name, h[2]))
+    return out, exhausted
+
+
+def _feature(rank: int, cos: float, relv: float | None, tile_id: int, col: Collection, row: dict[str, Any],
+             folded: int | None) -> dict[str, Any]:
+    props = {"rank": rank, "score": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
+             "raster": row["raster"], "window": [row["col_off"], row["row_off"], row["width"], row["height"]],
+             "crs": row["crs"], "bounds": [row["minx"], row["miny"], row["maxx"], row["maxy"]]}
+    if folded is not None:
+        props["near_duplicates"] = folded
+    return {"type": "Feature", "id": f"{col.name}:{tile_id}", "geometry": _geojson_geometry(row["geom"]),
+            "properties": props}
+
+
+def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest,
+           relevance: Relevance | None = None) -> dict[str, Any]:
     """Run a search; returns a GeoJSON FeatureCollection (EPSG:4326) of hits ranked by cosine score."""
-    names = list(req.collections) if req.collections else store.names()
-    cols = [store.get(n) for n in names]
+    cols, broken = store.searchable(list(req.collections) if req.collections else None)
+    names = [c.name for c in cols]
     other_model = []
     if not req.collections:  # searching "everything" means everything this model can search
         other_model = [c.name for c in cols if c.identity != model.identity]
@@ -169,45 +184,60 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     for col in cols:
         col.check_model(model.identity)
         col.refresh()
-    if req.text is not None:
-        vector = embed_text(req.text)
-    else:
-        owner = req.collection or (names[0] if len(names) == 1 else None)
-        if owner is None:
-            raise InvalidRequest("searching by tile_id needs 'collection' naming the tile's collection")
-        source = store.get(owner)
-        source.check_model(model.identity)
-        vector = source.vector(int(req.tile_id))  # type: ignore[arg-type]
-    area = bbox_lonlat(req.bbox, req.bbox_crs) if req.bbox else None
-    hits: list[tuple[float, int, Any]] = []
-    for col in cols:
-        candidates = _candidates(col, area) if area is not None else None
-        for tile_id, score in col.query(vector, req.k, candidates):
-            # compare the score as reported (6 decimals), so a score copied from a result keeps that result
-            if req.min_score is None or round(float(score), 6) >= req.min_score:
-                hits.append((score, tile_id, col))
-    hits.sort(key=lambda h: (-h[0], h[2].name, h[1]))
-    features = []
-    by_col: dict[str, dict[int, dict[str, Any]]] = {}
-    for score, tile_id, col in hits:
-        if len(features) >= req.k:
+    rel = relevance or relevance_for(model)
+    q = _query(store, model, embed_text, req, names, rel)
+    area = None
+    if req.bbox:
+        area = bbox_lonlat(req.bbox, req.bbox_crs)
+    elif req.geometry is not None:
+        area = geometry_lonlat(req.geometry, req.geometry_crs)
+    area_ids = {c.name: candidates(c, area) if area is not None else None for c in cols}
+    want = MAX_ALL if req.all else req.k
+    fetch = want * OVERFETCH if req.dedupe and not req.all else want
+    while True:
+        hits, exhausted = _hits(cols, q, req, rel, area_ids, fetch)
+        rows: dict[str, dict[int, dict[str, Any]]] = {}
+        for col in cols:  # one table lookup per collection, not per hit
+            rows[col.name] = col.table.rows([h[2] for h in hits if h[3] is col])
+        hits = [h for h in hits if h[2] in rows[h[3].name]]  # rows deleted between the index read and now
+        geoms = [rows[h[3].name][h[2]]["geom"] for h in hits]
+        kept, folded = suppress(geoms, req.dedupe_iou, want) if req.dedupe else (list(range(len(hits)))[:want],
+                                                                                 None)
+        if len(kept) >= want or exhausted or fetch >= MAX_FETCH:
             break
-        if col.name not in by_col:  # one table lookup per collection, not per hit
-            by_col[col.name] = col.table.rows([t for _, t, c in hits if c is col])
-        rows = by_col[col.name]
-        row = rows.get(tile_id)
-        if row is None:  # deleted between the index read and now
-            continue
-        features.append({
-            "type": "Feature", "id": f"{col.name}:{tile_id}",
-            "geometry": _geojson_geometry(row["geom"]),
-            "properties": {"rank": len(features) + 1, "score": round(float(score), 6), "tile_id": tile_id,
-                           "collection": col.name, "raster": row["raster"],
-                           "window": [row["col_off"], row["row_off"], row["width"], row["height"]],
-                           "crs": row["crs"], "bounds": [row["minx"], row["miny"], row["maxx"], row["maxy"]]},
-        })
-    query = {"text": req.text} if req.text is not None else {"tile_id": req.tile_id, "collection": req.collection}
-    return {"type": "FeatureCollection", "features": features, "model": model.identity,
-            "skipped_collections": [{"collection": n, "reason": "built with another model"} for n in other_model],
-            "query": {**query, "k": req.k, "collections": names, "bbox": list(req.bbox) if req.bbox else None,
-                      "bbox_crs": req.bbox_crs if req.bbox else None, "min_score": req.min_score}}
+        fetch = min(fetch * OVERFETCH, MAX_FETCH)
+    features = []
+    for n, i in enumerate(kept):
+        cos, relv, tile_id, col = hits[i]
+        features.append(_feature(n + 1, cos, relv, tile_id, col, rows[col.name][tile_id],
+                                 None if folded is None else folded[n]))
+    if req.text is not None and not req.feedback:
+        query: dict[str, Any] = {"text": req.text}
+    elif req.feedback:
+        query = {"text": req.text, "positive": list(req.positive), "negative": list(req.negative),
+                 "collection": req.collection}
+    else:
+        query = {"tile_id": req.tile_id, "collection": req.collection}
+    area_json: dict[str, Any] = {"bbox": list(req.bbox) if req.bbox else None,
+                                 "bbox_crs": req.bbox_crs if req.bbox else None}
+    if req.geometry is not None:
+        area_json.update(geometry=_geojson_geometry(area), geometry_crs="EPSG:4326")
+    scoring = {"score": "cosine with the query vector" if q.kind != "feedback" else
+               "cosine with the feedback classifier's direction",
+               "relevance": {"text": "share of real captions whose best hit here scores lower, times the text "
+                                     "gate", "example": "share of sampled tiles whose nearest other tile is "
+                                                        "less similar", "feedback": "classifier probability"}[q.kind]}
+    if q.kind == "text":
+        scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
+    if q.classifier is not None:
+        scoring["classifier"] = {"scale": round(q.classifier.scale, 4), "bias": round(q.classifier.bias, 4)}
+    out = {"type": "FeatureCollection", "features": features, "model": model.identity,
+           "skipped_collections": [{"collection": n, "reason": "built with another model"} for n in other_model]
+           + broken,
+           "query": {**query, "k": req.k, "collections": names, **area_json, "min_score": req.min_score,
+                     "min_cosine": req.min_cosine, "dedupe": req.dedupe,
+                     "dedupe_iou": req.dedupe_iou if req.dedupe else None, "all": req.all},
+           "scoring": scoring}
+    if req.all:
+        out["truncated"] = len(features) >= MAX_ALL and not exhausted
+    return out

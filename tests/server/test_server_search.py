@@ -60,10 +60,11 @@ def test_bbox_filters_in_any_crs(indexed, model, embedder):
     assert far["features"] == []
 
 
-def test_min_score_and_search_by_example(indexed, model, embedder):
-    top = run(indexed, model, embedder, text="clouds over the ocean", k=22)["features"]
+def test_min_cosine_and_search_by_example(indexed, model, embedder):
+    top = run(indexed, model, embedder, text="clouds over the ocean", k=22, dedupe=False)["features"]
     cut = top[2]["properties"]["score"]
-    kept = run(indexed, model, embedder, text="clouds over the ocean", k=22, min_score=cut)["features"]
+    kept = run(indexed, model, embedder, text="clouds over the ocean", k=22, dedupe=False,
+               min_cosine=cut)["features"]
     assert all(f["properties"]["score"] >= cut for f in kept) and 3 <= len(kept) < 22
     tile = top[-1]["properties"]["tile_id"]
     similar = run(indexed, model, embedder, tile_id=tile, collection="base", k=3)["features"]
@@ -90,6 +91,7 @@ def test_repeated_queries_hit_the_text_cache(model):
     ({"text": "x", "bbox": [1, 2, 3]}, "bbox=.* must be"),
     ({"text": "x", "bbox": [1, 3, 2, 0]}, "must have bottom < top"),
     ({"text": "x", "min_score": 2}, "min_score=2"),
+    ({"text": "x", "min_cosine": -2}, "min_cosine=-2"),
     ({"text": "x", "collections": "base"}, "must be a non-empty list"),
     ([1, 2], "must be a JSON object"),
 ])
