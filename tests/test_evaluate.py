@@ -36,3 +36,19 @@ def test_hand_worked_ranks():
 def test_bad_mapping_is_refused():
     with pytest.raises(ValueError, match="text_to_image"):
         retrieval_metrics(_unit(np.eye(2)), _unit(np.eye(2)), [0, 5])
+
+
+def test_offsets_correct_text_to_image_only():
+    # image 1 is a hub: caption c0 (of image 0) prefers it by cosine; its offset puts image 0 first.
+    img = _unit([[1, 0], [0.8, 0.6]])
+    txt = _unit([[0.6, 0.8], [1, 0], [0, 1]])  # c0 -> image 0, c1 -> image 0, c2 -> image 1
+    plain = retrieval_metrics(img, txt, [0, 0, 1])
+    assert plain["t2i_r1"] == pytest.approx(200 / 3) and "mR_qb" not in plain
+    m = retrieval_metrics(img, txt, [0, 0, 1], image_offsets=np.array([0.0, 0.5]))
+    # corrected: c0 0.6 vs 0.96 - 0.5 = 0.46 -> image 0; c1 1 vs 0.3 -> image 0; c2 0 vs 0.1 -> image 1
+    assert m["t2i_r1_qb"] == 100.0
+    assert {k: m[k] for k in plain} == plain  # the plain keys are unchanged
+    assert all(m[f"i2t_r{k}_qb"] == m[f"i2t_r{k}"] for k in (1, 5, 10))
+    assert m["mR_qb"] == pytest.approx(np.mean([m[f"{d}_r{k}_qb"] for d in ("i2t", "t2i") for k in (1, 5, 10)]))
+    with pytest.raises(ValueError, match="one value per image"):
+        retrieval_metrics(img, txt, [0, 0, 1], image_offsets=np.zeros(3))

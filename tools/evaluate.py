@@ -15,6 +15,7 @@ import _bootstrap  # noqa: F401
 from harma_core import create_model
 from harma_core.data import load_dataset
 from harma_core.evaluate import evaluate_items, format_table
+from harma_core.querybank import QueryBank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", action="store_true", help="ignore any shipped adapter: the untuned base model")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    ap.add_argument("--querybank", default="auto",
+                    help="'auto': also score the ranking corrected by the model's shipped query bank (keys *_qb), "
+                         "'none': plain cosine only, or the path of a querybank.safetensors")
+    ap.add_argument("--beta", type=float, help="inverted-softmax beta instead of the bank's own")
+    ap.add_argument("--beta-sweep", type=float, nargs="+", default=[],
+                    help="also score these betas (rows of qb_sweep in the JSON)")
     ap.add_argument("--sample", type=int, help="score a fixed random subset of N images (seed 0), e.g. of "
                                               "the train split, to compare with val at the same gallery size")
     a = ap.parse_args(argv)
@@ -34,10 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     items = report.items
     if a.sample is not None and a.sample < len(items):
         items = [items[i] for i in sorted(random.Random(0).sample(range(len(items)), a.sample))]
-    metrics = evaluate_items(loaded, items)
+    bank = None if a.querybank == "none" else (
+        QueryBank.find(loaded) if a.querybank == "auto" else QueryBank.load(loaded, a.querybank))
+    if bank is not None and a.beta is not None:
+        bank = bank.with_beta(a.beta)
+    metrics = evaluate_items(loaded, items, bank=bank, betas=a.beta_sweep if bank is not None else ())
     print(f"{loaded.identity} on {a.data} [{a.split}]: {metrics['n_images']} images, "
           f"{metrics['n_captions']} captions, {len(report.skipped)} skipped rows")
     print(format_table({a.split: metrics}))
+    if bank is not None:
+        print(f"*_qb: text->image ranked by cosine - offset, query bank of {bank.size} captions, beta {bank.beta:g}")
+        for row in metrics.get("qb_sweep", []):
+            print(f"  beta {row['beta']:6g}: t2i R@1/5/10 {row['t2i_r1_qb']:.2f} / {row['t2i_r5_qb']:.2f} / "
+                  f"{row['t2i_r10_qb']:.2f}, mR_qb {row['mR_qb']:.2f}")
     if a.json:
         print(json.dumps(metrics))
     return 0
