@@ -1,4 +1,4 @@
-"""Batch embedding of images and texts into L2-normalised float32 numpy arrays."""
+"""Batch embedding of images and texts into L2-normalised float32 numpy arrays (torch or ONNX Runtime)."""
 
 from __future__ import annotations
 
@@ -34,14 +34,22 @@ def _to_tensor_batch(images: Sequence[ImageLike], loaded: LoadedModel) -> torch.
     return (batch - mean) / std
 
 
+def _runs_onnx(loaded: LoadedModel) -> bool:
+    """True for an OnnxModel (harma_core.onnx_runtime): its towers run in ONNX Runtime, not torch."""
+    return getattr(loaded, "runtime", "torch") == "onnx"
+
+
 @torch.inference_mode()
 def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
     """Embed RGB images (PIL or uint8 HxWx3 arrays, any size) -> (N, dim) float32, unit rows."""
-    model = loaded.model.eval()
+    model, onnx = loaded.model.eval(), _runs_onnx(loaded)
     out = np.empty((len(images), loaded.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        batch = _to_tensor_batch(images[start:start + batch_size], loaded).to(loaded.device)
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = _to_tensor_batch(images[start:start + batch_size], loaded)
+        if onnx:
+            out[start:start + len(batch)] = loaded.encode_images(batch.numpy())
+            continue
+        batch = batch.to(loaded.device).contiguous(memory_format=torch.channels_last)
         feats = model.encode_image(batch, normalize=True)
         out[start:start + len(feats)] = feats.float().cpu().numpy()
     return out
@@ -53,10 +61,13 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise ValueError(f"text {i} is empty; give a non-empty query such as 'a river'")
-    model = loaded.model.eval()
+    model, onnx = loaded.model.eval(), _runs_onnx(loaded)
     out = np.empty((len(texts), loaded.dim), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
-        tokens = loaded.tokenizer(list(texts[start:start + batch_size])).to(loaded.device)
-        feats = model.encode_text(tokens, normalize=True)
+        tokens = loaded.tokenizer(list(texts[start:start + batch_size]))
+        if onnx:
+            out[start:start + len(tokens)] = loaded.encode_tokens(tokens.numpy())
+            continue
+        feats = model.encode_text(tokens.to(loaded.device), normalize=True)
         out[start:start + len(feats)] = feats.float().cpu().numpy()
     return out

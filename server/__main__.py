@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", default="harma-lite", help="model name, run folder or checkpoint")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                    help="what runs the model: auto (ONNX Runtime on CPU, torch on CUDA), torch or onnx")
     return ap.parse_args(argv)
 
 
@@ -47,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
               "(or HARMA_TOKEN) so only clients with the token get in", file=sys.stderr)
         return 2
     from harma_core import HarmaError
+    from harma_core.onnx_runtime import load_model
     from server.app import create_app
 
     try:
-        app = create_app({"STORE": args.store, "ALLOWED_ROOTS": args.allowed_root, "TOKEN": args.token,
+        model = load_model(args.model, device=args.device, runtime=args.runtime)
+        app = create_app({"LOADED_MODEL": model,
+                          "STORE": args.store, "ALLOWED_ROOTS": args.allowed_root, "TOKEN": args.token,
                           "MODEL": args.model, "DEVICE": args.device, "BATCH_SIZE": args.batch_size})
     except HarmaError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     services = app.extensions["harma"]
     print(f"HarMA Search serving on http://{args.host}:{httpd.server_port}/api/v1 "
-          f"(model {services.model.identity}, store {services.store.root})", flush=True)
+          f"(model {services.model.identity} on {getattr(model, 'runtime', 'torch')}, "
+          f"store {services.store.root})", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

@@ -35,7 +35,7 @@ class Services:
     def health(self) -> dict[str, Any]:
         """Liveness plus what the server is running."""
         return {"status": "ok", "version": __version__, "model": self.model.identity,
-                "model_name": self.model.name, "dim": self.model.dim, "device": str(self.model.device),
+                "model_name": self.model.name, "dim": self.model.dim, "device": str(self.model.device), "runtime": getattr(self.model, "runtime", "torch"),
                 "collections": self.store.names(), "allowed_roots": [str(r) for r in self.allowed_roots],
                 "jobs_active": sum(j.state in ("queued", "running") for j in self.jobs.list())}
 

@@ -12,9 +12,9 @@ import random
 
 import _bootstrap  # noqa: F401
 
-from harma_core import create_model
 from harma_core.data import load_dataset
 from harma_core.evaluate import evaluate_items, format_table
+from harma_core.onnx_runtime import RUNTIMES, load_model, runtime_of
 from harma_core.querybank import QueryBank
 
 
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--base", action="store_true", help="ignore any shipped adapter: the untuned base model")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                    help="auto (ONNX Runtime on CPU, torch on CUDA), torch or onnx")
     ap.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     ap.add_argument("--querybank", default="auto",
                     help="'auto': also score the ranking corrected by the model's shipped query bank (keys *_qb), "
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "the train split, to compare with val at the same gallery size")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    loaded = create_model(a.model, device=a.device, adapter=None if a.base else "default")
+    loaded = load_model(a.model, device=a.device, runtime=a.runtime, adapter=None if a.base else "default")
     report = load_dataset(a.data, a.split)
     items = report.items
     if a.sample is not None and a.sample < len(items):
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if bank is not None and a.beta is not None:
         bank = bank.with_beta(a.beta)
     metrics = evaluate_items(loaded, items, bank=bank, betas=a.beta_sweep if bank is not None else ())
-    print(f"{loaded.identity} on {a.data} [{a.split}]: {metrics['n_images']} images, "
+    metrics["runtime"] = runtime_of(loaded)
+    print(f"{loaded.identity} ({metrics['runtime']}) on {a.data} [{a.split}]: {metrics['n_images']} images, "
           f"{metrics['n_captions']} captions, {len(report.skipped)} skipped rows")
     print(format_table({a.split: metrics}))
     if bank is not None:

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="harma-lite", help="model name, run folder or checkpoint")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                    help="what runs the model: auto (ONNX Runtime on CPU, torch on CUDA), torch or onnx")
     ap.add_argument("--checkpoint-every", type=int, default=2048, help="save the index every N tiles")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -41,14 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         return _import_shards(argv[1:])
     args = ap.parse_args(argv)
 
-    from harma_core import HarmaError, create_model
+    from harma_core import HarmaError
+    from harma_core.onnx_runtime import load_model
     from server.cli import check_index_target, run_index
 
     params = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_size_m": args.tile_size_m,
               "overlap_m": args.overlap_m, "bands": args.bands, "pixel_coords": args.pixel_coords}
     try:
         check_index_target(args.store, args.collection)  # before the model loads
-        model = create_model(args.model, device="cpu" if args.engine == "ray" else args.device)
+        ray = args.engine == "ray"  # Ray actors build their own torch models from --model
+        model = load_model(args.model, device="cpu" if ray else args.device, runtime="torch" if ray else args.runtime)
         if args.engine == "ray" or args.shards is not None:
             from server.shard_run import run_sharded
             run_sharded(args.store, args.collection, args.paths, model,
