@@ -3,8 +3,10 @@
 from harma_core.embed import embed_images, embed_texts
 from harma_core.errors import (
     AdapterError,
+    ConfigError,
     DataError,
     HarmaError,
+    InputError,
     UnknownModelError,
     WeightsUnavailableError,
 )
@@ -12,6 +14,7 @@ from harma_core.zoo import LoadedModel, create_model
 
 __version__ = "0.1.0"
 __all__ = [
-    "AdapterError", "DataError", "HarmaError", "LoadedModel", "UnknownModelError", "WeightsUnavailableError",
+    "AdapterError", "ConfigError", "DataError", "HarmaError", "InputError", "LoadedModel", "UnknownModelError",
+    "WeightsUnavailableError",
     "create_model", "embed_images", "embed_texts",
 ]

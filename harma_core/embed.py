@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from harma_core.errors import InputError
 from harma_core.zoo import LoadedModel
 
 ImageLike = np.ndarray | Image.Image
@@ -22,7 +23,7 @@ def _to_tensor_batch(images: Sequence[ImageLike], loaded: LoadedModel) -> torch.
         if isinstance(im, Image.Image):
             im = np.array(im.convert("RGB"))
         if im.ndim != 3 or im.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 image, got shape {im.shape}")
+            raise InputError(f"expected an HxWx3 image, got shape {im.shape}")
         t = torch.from_numpy(np.array(im, copy=not im.flags.writeable)).permute(2, 0, 1).float().div_(255.0)
         if t.shape[1:] != (size, size):
             t = F.interpolate(t[None], size=(size, size), mode="bicubic", align_corners=False,
@@ -60,7 +61,7 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256
     """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused."""
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"text {i} is empty; give a non-empty query such as 'a river'")
+            raise InputError(f"text {i} is empty; give a non-empty query such as 'a river'")
     model, onnx = loaded.model.eval(), _runs_onnx(loaded)
     out = np.empty((len(texts), loaded.dim), dtype=np.float32)
     for start in range(0, len(texts), batch_size):

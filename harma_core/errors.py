@@ -19,3 +19,11 @@ class AdapterError(HarmaError, ValueError):
 
 class DataError(HarmaError, ValueError):
     """A dataset that cannot be read at all (single bad rows are reported and skipped instead)."""
+
+
+class ConfigError(HarmaError, ValueError):
+    """A training configuration that cannot run: conflicting, missing or out-of-range settings."""
+
+
+class InputError(HarmaError, ValueError):
+    """An argument of a library call that cannot be used, e.g. an empty query text or a non-RGB image."""

@@ -8,7 +8,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,49 +24,25 @@ from harma_core.adapters import (
     mark_trainable,
     trainable_parameters,
 )
-from harma_core.data import Item, flatten_captions, load_dataset, normalize_caption
-from harma_core.embed import embed_texts
-from harma_core.evaluate import evaluate_items, retrieval_metrics
+from harma_core.class_eval import class_metrics
+from harma_core.data import Item, decode_image, flatten_captions, load_dataset, normalize_caption
+from harma_core.embed import embed_images, embed_texts
+from harma_core.errors import AdapterError, ConfigError, DataError, HarmaError
+from harma_core.evaluate import retrieval_metrics
 from harma_core.losses import HarmaLoss
+from harma_core.readers import read_polygon_tiles
+from harma_core.train_config import MODES, TrainConfig  # noqa: F401  (MODES re-exported)
 from harma_core.zoo import LoadedModel, create_model, resolve_adapter
 
 log = logging.getLogger(__name__)
-MODES = ("harma", "heads", "full")
 LITE_HEADS = ("visual.head", "text.proj")  # harma-lite's towers were not pretrained together: heads are new
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as run_config.json so the run can be reproduced."""
+Progress = Callable[[dict], None]
 
-    data: list[str]
-    out: str
-    model: str = "harma-lite"
-    mode: str = "harma"
-    share: str = "both"
-    image_stages: list[int] = field(default_factory=lambda: [5, 6])
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 4e-4
-    weight_decay: float = 0.04
-    warmup: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    views: int = 2
-    feature_crop: float = 1.0  # min area of a random crop of cached feature maps; 1.0 = off
-    captions_per_image: int = 1
-    cache_dir: str | None = None
-    steps_per_epoch: int | None = None
-    num_workers: int = 2
-    init: str | None = None  # adapter folder, run folder or model name whose adapter training starts from
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode '{self.mode}' is not one of {MODES}")
-        if not 0 < self.feature_crop <= 1:
-            raise ValueError(f"feature_crop {self.feature_crop} must lie in (0, 1]: the smallest crop area kept")
-        if self.captions_per_image < 1:
-            raise ValueError(f"captions_per_image {self.captions_per_image} must be at least 1")
+class TrainingCancelled(HarmaError):
+    """Training stopped on request; OUT/last.pt holds the last finished epoch, a rerun resumes from it."""
 
 
 def _set_seed(seed: int) -> None:
@@ -124,8 +100,6 @@ class _Encoders:
             feats = pc.sample_prefix_batch(self.train_cache, idx, rng, True, self.loaded.device,
                                            self.cfg.feature_crop)
             return pc.suffix_forward(model, feats, self.first_stage)
-        from harma_core.data import decode_image
-
         batch = torch.stack([self.tf(decode_image(self.train_items[i].image)) for i in idx])
         return model.encode_image(batch.to(self.loaded.device), normalize=True)
 
@@ -134,35 +108,78 @@ class _Encoders:
         return self.loaded.model.encode_text(tokens, normalize=True)
 
     @torch.inference_mode()
-    def validate(self, name: str, items: list[Item]) -> dict:
+    def _val_images(self, name: str, items: list[Item]) -> np.ndarray:
         if not self.cached:
-            return evaluate_items(self.loaded, items)
-        captions, owner = flatten_captions(items)
+            return np.concatenate([embed_images(self.loaded, [decode_image(it.image) for it in items[s:s + 256]])
+                                   for s in range(0, len(items), 256)])
         cache = self.val_caches[name]
-        img = np.concatenate([
+        return np.concatenate([
             pc.suffix_forward(self.loaded.model,
                               pc.sample_prefix_batch(cache, np.arange(s, min(s + 128, len(items))), None, False,
                                                      self.loaded.device),
                               self.first_stage).cpu().numpy()
             for s in range(0, len(items), 128)])
+
+    @torch.inference_mode()
+    def validate(self, name: str, items: list[Item]) -> dict:
+        """Caption retrieval metrics (mR), or class metrics (score, p10) for tiles cut from labelled polygons."""
+        img = self._val_images(name, items)
+        if items[0].labels:
+            classes = sorted({lab for it in items for lab in it.labels})
+            template = self.cfg.caption_template
+            txt = embed_texts(self.loaded, [normalize_caption(template.format(label=c)) for c in classes])
+            return class_metrics(img, [it.labels for it in items], txt, classes)
+        captions, owner = flatten_captions(items)
         return retrieval_metrics(img, embed_texts(self.loaded, [normalize_caption(c) for c in captions]), owner)
 
 
-def load_splits(data: list[str]) -> tuple[list[Item], dict[str, list[Item]]]:
-    """Train items of every dataset pooled; val items per dataset name."""
-    train, val = [], {}
-    for d in data:
-        train += load_dataset(d, "train").items
+def val_score(metrics: dict) -> float:
+    """The selection score of one validation set: mR for caption sets, class score for labelled tiles."""
+    return float(metrics["mR"] if "mR" in metrics else metrics["score"])
+
+
+def load_splits(cfg: TrainConfig) -> tuple[list[Item], dict[str, list[Item]]]:
+    """Train items of every source pooled; val items per source (caption dataset name, or 'polygons')."""
+    train_items, val = [], {}
+    for d in cfg.data:
+        train_items += load_dataset(d, "train").items
         v = load_dataset(d, "val").items
         if v:
             val[Path(d).stem] = v
-    if not train:
-        raise ValueError(f"no training items found in {data}")
-    return train, val
+    if (polygons := cfg.polygon_source()) is not None:
+        tiles = read_polygon_tiles(polygons).items
+        train_items += [it for it in tiles if it.split == "train"]
+        val["polygons"] = [it for it in tiles if it.split == "val"]
+    if not train_items:
+        raise DataError(f"no training items found in {cfg.data + cfg.raster}")
+    return train_items, val
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, validating every epoch; the best-on-validation adapter is kept in OUT/best."""
+def _start_adapter(cfg: TrainConfig) -> Path | None:
+    """The adapter training starts from: --init, else for polygon runs the model's shipped adapter."""
+    if cfg.init:
+        init_dir = resolve_adapter(cfg.init)
+        if cfg.mode != "harma" and "harma" in read_adapter_config(init_dir):
+            # its adapters would run frozen but not be saved with the run: the run would not reload as trained
+            raise ConfigError(f"--init {cfg.init} holds HarMA adapters; continue it with --mode harma")
+        return init_dir
+    if cfg.raster and cfg.mode == "harma":
+        try:
+            return resolve_adapter(cfg.model)  # fine-tune the model the user searches with, not bare heads
+        except AdapterError:
+            return None
+    return None
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train, validating every epoch; the best-on-validation adapter is kept in OUT/best.
+
+    Inputs are read and checked before anything is written. `progress` gets {phase, done, total, epoch}
+    after every step; `should_stop` is polled every step and stops the run with TrainingCancelled.
+    """
+    train_items, val_sets = load_splits(cfg)  # bad data fails here, before OUT exists
+    init_dir = _start_adapter(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -170,15 +187,12 @@ def train(cfg: TrainConfig) -> dict:
     loaded = create_model(cfg.model, device=cfg.device, adapter=None)
     _prepare(cfg, loaded)
     model = loaded.model
-    if cfg.init:
-        init_dir = resolve_adapter(cfg.init)
-        if cfg.mode != "harma" and "harma" in read_adapter_config(init_dir):
-            # its adapters would run frozen but not be saved with the run: the run would not reload as trained
-            raise ValueError(f"--init {cfg.init} holds HarMA adapters; continue it with --mode harma")
+    if init_dir is not None:
         load_adapter(model, init_dir)
     trainable, total = trainable_parameters(model)
     log.info("trainable parameters: %d / %d (%.2f%%)", trainable, total, 100 * trainable / total)
-    train_items, val_sets = load_splits(cfg.data)
+    notify = progress or (lambda _event: None)
+    notify({"phase": "preparing", "done": 0, "total": 0, "epoch": 0})
     enc = _Encoders(cfg, loaded, train_items, val_sets)
     loss_fn = HarmaLoss().to(loaded.device)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -197,10 +211,11 @@ def train(cfg: TrainConfig) -> dict:
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
-    if cfg.init and "init_val" not in state:  # the start's score, to compare the run's best/ against
+    if "init_val" not in state:  # the start's score, logged first, to compare the run's best/ against
         model.eval()
         state["init_val"] = {name: enc.validate(name, items) for name, items in val_sets.items()}
-        log.info("val mR of --init %s: %s", cfg.init, {k: round(m["mR"], 2) for k, m in state["init_val"].items()})
+        log.info("val score before training (%s): %s", init_dir or "untrained adapters",
+                 {k: round(val_score(m), 2) for k, m in state["init_val"].items()})
     rng = np.random.default_rng(cfg.seed + state["epoch"])
     for epoch in range(state["epoch"], cfg.epochs):
         model.train()
@@ -209,6 +224,9 @@ def train(cfg: TrainConfig) -> dict:
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for step in bar:
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"training cancelled in epoch {epoch + 1}; {ckpt} holds epoch "
+                                        f"{state['epoch']}, run again with the same --out to resume")
             idx = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
             owner, caps = _sample_captions(train_items, idx, cfg.captions_per_image, rng)
             img, txt = enc.images(idx, rng)[torch.from_numpy(owner)], enc.texts(caps)
@@ -221,14 +239,16 @@ def train(cfg: TrainConfig) -> dict:
             seen += len(idx)
             loss_sum += losses["total"].item()
             bar.set_postfix(loss=f"{losses['total'].item():.3f}", img_s=f"{seen / (time.time() - t0):.1f}")
+            notify({"phase": "training", "done": epoch * steps + step + 1, "total": cfg.epochs * steps,
+                    "epoch": epoch + 1})
         model.eval()
         metrics = {name: enc.validate(name, items) for name, items in val_sets.items()}
-        score = float(np.mean([m["mR"] for m in metrics.values()])) if metrics else -float(epoch)
+        score = float(np.mean([val_score(m) for m in metrics.values()])) if metrics else -float(epoch)
         record = {"epoch": epoch + 1, "val": metrics, "val_mR_mean": score,
                   "loss": loss_sum / steps, "seconds": time.time() - t0}
         state["history"].append(record)
-        log.info("epoch %d: val mR %s (mean %.2f)", epoch + 1,
-                 {k: round(m["mR"], 2) for k, m in metrics.items()}, score)
+        log.info("epoch %d: val %s (mean %.2f)", epoch + 1, {k: round(val_score(m), 2) for k, m in metrics.items()},
+                 score)
         if score > state["best"]:
             state["best"] = score
             _save_best(model, cfg, out / "best", {"epoch": epoch + 1, "val": metrics, "mode": cfg.mode})

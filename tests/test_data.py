@@ -10,9 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.windows import Window
 
 from harma_core.data import (
     ImageDataset,
@@ -24,7 +22,6 @@ from harma_core.data import (
     normalize_caption,
     read_harma_json,
     read_karpathy,
-    read_raster_labels,
     read_table,
 )
 from harma_core.errors import DataError
@@ -116,7 +113,7 @@ def test_csv_table_merges_rows_and_reports_bad_lines(tmp_path: Path,
         "\n"                                                     # line 7: blank, ignored
         f"{_ucm_image(1)},farmland again,val\n"                  # line 8: split conflict
     )
-    with caplog.at_level(logging.WARNING, logger="harma_core.data"):
+    with caplog.at_level(logging.WARNING, logger="harma_core.readers"):
         report = read_table(table)
     assert [(Path(it.image), it.captions, it.split) for it in report.items] == [
         (_ucm_image(1), ("a piece of farmland", "green crops in rows"), "train"),
@@ -128,7 +125,7 @@ def test_csv_table_merges_rows_and_reports_bad_lines(tmp_path: Path,
         ("tiles.csv:line 8", "split conflict"),
     ]
     assert str(tmp_path / "missing.jpg") in report.skipped[0][1]
-    warnings = [r for r in caplog.records if r.name == "harma_core.data" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "harma_core.readers" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "skipped 3 bad row(s)/caption(s) among 6 rows" in warnings[0].getMessage()
     assert [Path(it.image) for it in read_table(table, split="val").items] == [_ucm_image(2)]
 
@@ -220,130 +217,3 @@ def test_image_and_pair_datasets_decode_real_images(tmp_path: Path, caplog: pyte
     assert len(pairs) == 12
     assert pairs[11] == ((30, 40), "a tile", 3)
     assert pairs[5][1:] == (normalize_caption(items[1].captions[0]), 1)
-
-
-# ------------------------------------------------------------------------------------------- rasters
-
-def _lonlat_box(src: rasterio.io.DatasetReader, row: float, col: float, half: float) -> object:
-    """A box axis-aligned in EPSG:4326 around pixel (row, col), made with pyproj directly."""
-    from pyproj import Transformer
-    from shapely.geometry import box
-
-    to_ll = Transformer.from_crs(src.crs.to_wkt(), "EPSG:4326", always_xy=True)
-    lon0, lat0 = to_ll.transform(*src.xy(row + half, col - half, offset="ul"))
-    lon1, lat1 = to_ll.transform(*src.xy(row - half, col + half, offset="ul"))
-    return box(min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1))
-
-
-def _write_labels(path: Path, labels: list[str], geoms: list, **columns: list) -> Path:
-    import geopandas as gpd
-
-    gpd.GeoDataFrame({"cls": labels, **columns}, geometry=geoms, crs="EPSG:4326").to_file(path)
-    return path
-
-
-def _find_offset(tile: np.ndarray, src: rasterio.io.DatasetReader, row_off: int, col_off: int,
-                 bands: tuple[int, ...] = (1, 2, 3), radius: int = 2) -> tuple[int, int] | None:
-    """The (drow, dcol) within radius where a direct rasterio window read equals the tile exactly."""
-    h, w = tile.shape[:2]
-    win = Window(col_off - radius, row_off - radius, w + 2 * radius, h + 2 * radius)
-    big = src.read(list(bands), window=win, boundless=True, fill_value=0).transpose(1, 2, 0)
-    for dr in range(-radius, radius + 1):
-        for dc in range(-radius, radius + 1):
-            r, c = dr + radius, dc + radius
-            if np.array_equal(big[r:r + h, c:c + w], tile):
-                return dr, dc
-    return None
-
-
-@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".shp"])
-def test_raster_tile_is_cut_where_the_4326_polygon_is(tmp_path: Path, suffix: str) -> None:
-    with rasterio.open(BAHAMAS) as src:
-        geoms = [_lonlat_box(src, 300, 300, 10), _lonlat_box(src, 400, 200, 100)]
-        labels = _write_labels(tmp_path / f"labels{suffix}", ["coral reef", "island"], geoms)
-        report = read_raster_labels(BAHAMAS, labels, "cls", tile_size=64)
-        assert report.skipped == []
-        small, large = report.items
-        assert small.captions == ("a satellite image of coral reef",) and small.source.endswith("feature 1")
-        assert small.image.shape == (64, 64, 3) and small.image.dtype == np.uint8
-        # Centred on pixel (300, 300): the window starting at 268 (up to reprojection rounding).
-        offset = _find_offset(small.image, src, 268, 268)
-        assert offset is not None and max(map(abs, offset)) <= 1
-        assert _find_offset(small.image, src, 278, 278) is None  # 10 px away: different content
-        # A 200 px box (a bit more once the 4326 rectangle is back in UTM) gets a tile covering it.
-        side = large.image.shape[0]
-        assert 200 <= side <= 215 and large.image.shape == (side, side, 3)
-        offset = _find_offset(large.image, src, 400 - side // 2, 200 - side // 2)
-        assert offset is not None and max(map(abs, offset)) <= 1
-
-
-def test_raster_edges_bad_features_and_split(tmp_path: Path) -> None:
-    from shapely.geometry import box
-
-    with rasterio.open(BAHAMAS) as src:
-        edge = _lonlat_box(src, 710, 590, 5)  # 8 rows above the bottom edge (718 rows): padded below
-        inside = _lonlat_box(src, 300, 300, 5)
-        nodata = _lonlat_box(src, 600, 700, 5)  # outside the scene's tilted footprint: all nodata
-        geoms = [edge, inside, box(10, 10, 11, 11), inside, None, _lonlat_box(src, 330, 330, 5), nodata]
-        labels = _write_labels(tmp_path / "l.gpkg", ["reef", "sea", "far", "", "x", "sand", "void"], geoms,
-                               split=["train", "train", "train", "train", "val", "val", "val"])
-        report = read_raster_labels(BAHAMAS, labels, "cls", template="{label}", tile_size=64)
-        assert [it.captions[0] for it in report.items] == ["reef", "sea", "sand"]
-        tile = report.items[0].image
-        assert tile.shape == (64, 64, 3) and tile[:39].any()
-        assert not tile[41:].any()  # rows past the raster's last row are zero padding
-        offset = _find_offset(tile[:39], src, 678, 558)
-        assert offset is not None and max(map(abs, offset)) <= 1
-    assert [(s, r.split(":")[0]) for s, r in report.skipped] == [
-        ("l.gpkg:feature 3", "polygon outside raster"),
-        ("l.gpkg:feature 4", "empty caption"),
-        ("l.gpkg:feature 5", "no geometry"),
-        ("l.gpkg:feature 7", "tile is all nodata"),
-    ]
-    assert [it.captions[0] for it in read_raster_labels(BAHAMAS, labels, "cls", split="val",
-                                                                         tile_size=64).items] == [
-        "a satellite image of sand"]
-    with pytest.raises(DataError, match="no column 'label'; columns: cls, split"):
-        read_raster_labels(BAHAMAS, labels, "label")
-    with pytest.raises(DataError, match="placeholder"):
-        read_raster_labels(BAHAMAS, labels, "cls", template="a photo of {name}")
-
-
-def test_raster_bands_and_16bit_stretch(tmp_path: Path) -> None:
-    naip = GEOTIFF / "naip_north_dakota_2020_rgbn.tif"       # 4 bands, no colour interpretation
-    pan = GEOTIFF / "spacenet_atlanta_pan_0p5m.tif"           # 1 band uint16, nodata 0
-    with rasterio.open(naip) as src:
-        labels = _write_labels(tmp_path / "naip.geojson", ["farm"], [_lonlat_box(src, 360, 460, 8)])
-        tile = read_raster_labels(naip, labels, "cls", tile_size=32).items[0].image
-        assert tile.shape == (32, 32, 3)
-        offset = _find_offset(tile, src, 344, 444, bands=(1, 2, 3))  # the first three, not NIR
-        assert offset is not None and max(map(abs, offset)) <= 1
-        assert _find_offset(tile, src, 344, 444, bands=(2, 3, 4)) is None
-
-    with rasterio.open(pan) as src:
-        raw = src.read(1, masked=True)
-        labels = _write_labels(tmp_path / "pan.gpkg", ["houses"], [_lonlat_box(src, 450, 450, 20)])
-    tile = read_raster_labels(pan, labels, "cls", tile_size=48).items[0].image
-    assert tile.dtype == np.uint8 and tile.shape == (48, 48, 3)
-    assert np.array_equal(tile[..., 0], tile[..., 1]) and np.array_equal(tile[..., 0], tile[..., 2])
-    lo, hi = np.percentile(raw.compressed(), [2, 98])
-    expect = np.clip((raw.filled(0).astype(float) - lo) / (hi - lo) * 255, 0, 255).round().astype(np.uint8)
-    found = [(dr, dc) for dr in range(-1, 2) for dc in range(-1, 2)
-             if np.array_equal(expect[426 + dr:474 + dr, 426 + dc:474 + dc], tile[..., 0])]
-    assert found and int(tile.max()) - int(tile.min()) > 100
-
-
-def test_raster_input_errors(tmp_path: Path) -> None:
-    import geopandas as gpd
-    from shapely.geometry import box
-
-    no_crs = tmp_path / "nocrs.shp"  # a Shapefile without .prj has no CRS
-    with pytest.warns(UserWarning, match="crs"):
-        gpd.GeoDataFrame({"cls": ["x"]}, geometry=[box(0, 0, 1, 1)]).to_file(no_crs)
-    with pytest.raises(DataError, match="has no CRS"):
-        read_raster_labels(BAHAMAS, no_crs, "cls")
-    with pytest.raises(DataError, match="labels file not found"):
-        read_raster_labels(BAHAMAS, tmp_path / "none.gpkg", "cls")
-    labels = _write_labels(tmp_path / "far.gpkg", ["far"], [box(10, 10, 11, 11)])
-    with pytest.raises(DataError, match="no usable image/caption pairs .*polygon outside raster"):
-        read_raster_labels(BAHAMAS, labels, "cls")

@@ -108,5 +108,40 @@ def test_init_starts_from_a_trained_adapter(tmp_path, shared_data):
 
     with pytest.raises(AdapterError, match="neither an adapter folder"):
         train(TrainConfig(out=str(tmp_path / "c"), init=str(tmp_path / "missing"), **common))
-    with pytest.raises(ValueError, match="--mode harma"):
+    with pytest.raises(ValueError, match="--mode harma"):  # a ConfigError, which is a ValueError
         train(TrainConfig(out=str(tmp_path / "d"), init=str(tmp_path / "a"), mode="heads", **common))
+
+
+def test_training_from_labelled_polygons_on_a_mosaic(tmp_path, shared_data):
+    from tools.mosaic import build_mosaic
+
+    m = build_mosaic(shared_data / "captions" / "ucm_captions", "train", tmp_path / "m", per_class=2,
+                     classes=["beach", "forest", "freeway", "harbor", "parkinglot", "river"])
+    out = tmp_path / "run"
+    metrics = train(TrainConfig(raster=[str(m.tif)], labels=str(m.gpkg), label_field="label", out=str(out),
+                                model="harma-tiny", epochs=2, batch_size=4, lr=2e-3, num_workers=0))
+    init, best = metrics["init_val"]["polygons"], metrics["best_val"]["polygons"]
+    assert set(init) == {"p10", "acc1", "score", "n_images", "n_classes"} and init["n_images"] >= 1
+    assert 0 <= best["p10"] <= 100 and best["score"] >= max(h["val"]["polygons"]["score"]
+                                                              for h in metrics["history"]) - 1e-9
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["raster"] == [str(m.tif)] and cfg["label_field"] == "label"
+    assert (out / "best" / "adapter.safetensors").is_file()
+    assert create_model(str(out)).adapter_hash != "none"
+
+
+def test_bad_polygon_input_writes_nothing(tmp_path, shared_data):
+    from harma_core.errors import ConfigError, DataError
+    from tools.mosaic import build_mosaic
+
+    m = build_mosaic(shared_data / "captions" / "ucm_captions", "val", tmp_path / "m", per_class=1,
+                     classes=["beach", "forest"])
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="no label field 'landuse'"):
+        train(TrainConfig(raster=[str(m.tif)], labels=str(m.gpkg), label_field="landuse", out=str(out),
+                          model="harma-tiny"))
+    with pytest.raises(ConfigError, match="--raster needs --labels"):
+        TrainConfig(raster=[str(m.tif)], out=str(out))
+    with pytest.raises(ConfigError, match="not both"):
+        TrainConfig(raster=[str(m.tif)], labels=str(m.gpkg), label_field="label", tile_size=256, tile_size_m=70.0)
+    assert not out.exists()
