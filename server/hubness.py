@@ -1,24 +1,122 @@
-"""The model's query bank (shipped caption embeddings, harma_core.querybank) as the server uses it."""
+"""Hubness-aware ranking for text queries: the model's query bank (harma_core.querybank, QB-Norm) gives each
+tile an offset, computed once per tile and kept beside the index; candidates from the index are re-ranked by
+the corrected score cos - offset.
+
+The offsets live in `querybank_offsets.npz` in the collection folder (labels, offsets, and the bank digest
+they were computed with). A collection indexed or extended since is brought up to date on its next search,
+for the new tiles only; a bank with another digest (new beta, new captions, new model) recomputes them all.
+The file is written to a temporary name and renamed, and only ever holds offsets of tiles' stored vectors,
+which never change for a tile id (ids are not reused), so a reader sees a complete, correct file or none.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harma_core.querybank import QueryBank, QueryBankError
+
 log = logging.getLogger(__name__)
+SIDECAR = "querybank_offsets.npz"
+BATCH = 65_536  # tiles whose vectors are gathered at a time when offsets are computed
 
 
-def bank_for(model: Any) -> Any | None:
-    """The query bank shipped with this model, or None (a model without one, or no bank module)."""
-    try:
-        from harma_core import querybank
-    except ImportError:
-        return None
-    loader = getattr(querybank, "load_querybank", None) or getattr(querybank, "load_bank", None)
-    if loader is None or not hasattr(model, "identity"):
+def bank_for(model: Any) -> QueryBank | None:
+    """The query bank shipped with this model, or None (none shipped, or a model object without one)."""
+    if not hasattr(model, "adapter_dir"):
         return None
     try:
-        return loader(model)
-    except Exception as e:  # noqa: BLE001 - a missing or mismatched bank disables relevance, never search
-        log.warning("no query bank for %s: %s", getattr(model, "identity", model), e)
+        return QueryBank.find(model)
+    except QueryBankError as e:  # a mismatched bank disables relevance and re-ranking, never search
+        log.warning("query bank not used: %s", e)
         return None
+
+
+def can_rerank(bank: Any) -> bool:
+    """True for a bank that gives per-tile offsets (a QueryBank), not just caption vectors."""
+    return bank is not None and hasattr(bank, "offsets") and hasattr(bank, "digest")
+
+
+class TileOffsets:
+    """Offsets of one collection's tiles under one bank, kept in memory and in the sidecar file."""
+
+    def __init__(self, folder: Path, bank: QueryBank) -> None:
+        self.path = folder / SIDECAR
+        self.bank = bank
+        self.labels = np.zeros(0, dtype=np.int64)  # sorted
+        self.values = np.zeros(0, dtype=np.float32)
+        self.computed = 0  # tiles whose offsets this process computed (the rest came from the file)
+        self._lock = threading.Lock()
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            with np.load(self.path) as f:
+                digest, labels, values = str(f["digest"]), f["labels"], f["offsets"]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s is unreadable (%s): recomputing the offsets", self.path, e)
+            return
+        if digest == self.bank.digest and len(labels) == len(values):
+            order = np.argsort(labels, kind="stable")
+            self.labels, self.values = labels[order].astype(np.int64), values[order].astype(np.float32)
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(f".{SIDECAR}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, digest=np.array(self.bank.digest), labels=self.labels, offsets=self.values)
+        os.replace(tmp, self.path)
+
+    def update(self, col: Any) -> None:
+        """Compute offsets for searchable tiles that have none yet, and save them."""
+        with self._lock:
+            ids = np.asarray(col.ids(), dtype=np.int64)
+            new = ids[~np.isin(ids, self.labels)]
+            if not len(new):
+                return
+            parts = [self.bank.offsets(col.vectors(new[s:s + BATCH].tolist())) for s in range(0, len(new), BATCH)]
+            labels = np.concatenate([self.labels, new])
+            values = np.concatenate([self.values, *parts])
+            order = np.argsort(labels, kind="stable")
+            self.labels, self.values = labels[order], values[order].astype(np.float32)
+            self.computed += len(new)
+            try:
+                self._write()
+            except OSError as e:  # a read-only store still searches, it recomputes next start
+                log.warning("could not save %s: %s", self.path, e)
+
+    def of(self, col: Any, ids: list[int]) -> np.ndarray:
+        """Offsets of the given tiles (computing any that are missing)."""
+        want = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.labels, want)
+        pos = np.minimum(pos, max(len(self.labels) - 1, 0))
+        if not len(self.labels) or not np.array_equal(self.labels[pos], want):
+            self.update(col)
+            pos = np.minimum(np.searchsorted(self.labels, want), len(self.labels) - 1)
+        return self.values[pos]
+
+
+class Reranker:
+    """Per-collection TileOffsets of one bank; re-ranks candidates by the corrected score."""
+
+    def __init__(self, bank: QueryBank) -> None:
+        self.bank = bank
+        self._offsets: dict[str, TileOffsets] = {}
+        self._lock = threading.Lock()
+
+    def offsets(self, col: Any) -> TileOffsets:
+        """The collection's offsets (read from its sidecar on first use)."""
+        key = str(col.folder)
+        with self._lock:
+            if key not in self._offsets:
+                self._offsets[key] = TileOffsets(Path(col.folder), self.bank)
+            return self._offsets[key]
+
+    def corrected(self, col: Any, ids: list[int], cosines: np.ndarray) -> np.ndarray:
+        """cos - offset for the given tiles of a collection."""
+        return QueryBank.corrected(cosines, self.offsets(col).of(col, ids)).astype(np.float64)

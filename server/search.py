@@ -17,6 +17,7 @@ from server import feedback
 from server.area import bbox_lonlat, candidates, geometry_lonlat
 from server.dedupe import suppress
 from server.errors import InvalidRequest
+from server.hubness import Reranker, bank_for, can_rerank
 from server.relevance import Relevance
 from server.search_request import MAX_ALL, MAX_K, SearchRequest
 from server.store import Collection, Store
@@ -25,9 +26,10 @@ __all__ = ["MAX_K", "SearchRequest", "TextEmbedder", "bbox_lonlat", "search"]
 _candidates = candidates  # the name earlier tests and benches use
 
 OVERFETCH = 4  # candidates fetched per wanted hit when near-duplicates are folded
+RERANK_POOL = 200  # fewest cosine candidates per collection that the querybank correction re-ranks
 MAX_FETCH = 40_000  # most candidates one collection gives one search, however many are folded
-_relevance: dict[str, Relevance] = {}
-_relevance_lock = threading.Lock()
+_ranking: dict[str, tuple[Relevance, Reranker | None]] = {}
+_ranking_lock = threading.Lock()
 
 
 class TextEmbedder:
@@ -59,15 +61,14 @@ class TextEmbedder:
         return vec
 
 
-def relevance_for(model: Any) -> Relevance:
-    """The process-wide relevance calibrations of a model (its query bank is loaded once)."""
-    from server.hubness import bank_for
-
+def ranking_for(model: Any) -> tuple[Relevance, Reranker | None]:
+    """The process-wide relevance calibrations and querybank re-ranker of a model (bank loaded once)."""
     identity = str(getattr(model, "identity", ""))
-    with _relevance_lock:
-        if identity not in _relevance:
-            _relevance[identity] = Relevance(bank_for(model))
-        return _relevance[identity]
+    with _ranking_lock:
+        if identity not in _ranking:
+            bank = bank_for(model)
+            _ranking[identity] = (Relevance(bank), Reranker(bank) if can_rerank(bank) else None)
+        return _ranking[identity]
 
 
 @dataclass
@@ -129,10 +130,10 @@ def _relevance_of(rel: Relevance, q: _Query, col: Collection, cos: np.ndarray) -
     return rel.of_example(col, cos)
 
 
-def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
+def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance, rerank: Reranker | None,
           area_ids: dict[str, list[int] | None], fetch: int) -> tuple[list[tuple], bool]:
-    """Candidates of every collection passing the thresholds, best first; and whether every collection
-    gave fewer than `fetch` (nothing more to fetch)."""
+    """Candidates of every collection passing the thresholds as (rank key, cosine, relevance, corrected,
+    tile id, collection), best first; and whether every collection gave fewer than `fetch` (nothing more)."""
     out: list[tuple] = []
     exhausted = True
     for col in cols:
@@ -143,6 +144,7 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
         ids = [t for t, _ in found]
         cos = np.round(np.array([s for _, s in found], dtype=np.float64), 6)
         relv = _relevance_of(rel, q, col, cos)
+        corr = np.round(rerank.corrected(col, ids, cos), 6) if rerank is not None else None
         if relv is not None:
             relv = np.round(relv, 4)
         elif req.min_score is not None:
@@ -155,25 +157,42 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
                 continue
             if req.min_score is not None and r is not None and r < req.min_score:
                 continue
-            out.append((float(cos[i]), r, tile_id, col))
-    out.sort(key=lambda h: (-h[0], h[3].name, h[2]))
+            c = None if corr is None else float(corr[i])
+            out.append((float(cos[i]) if c is None else c, float(cos[i]), r, c, tile_id, col))
+    out.sort(key=lambda h: (-h[0], h[5].name, h[4]))
     return out, exhausted
 
 
-def _feature(rank: int, cos: float, relv: float | None, tile_id: int, col: Collection, row: dict[str, Any],
-             folded: int | None) -> dict[str, Any]:
+def _feature(rank: int, hit: tuple, row: dict[str, Any], folded: int | None) -> dict[str, Any]:
+    _, cos, relv, corr, tile_id, col = hit
     props = {"rank": rank, "score": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
              "raster": row["raster"], "window": [row["col_off"], row["row_off"], row["width"], row["height"]],
              "crs": row["crs"], "bounds": [row["minx"], row["miny"], row["maxx"], row["maxy"]]}
+    if corr is not None:
+        props["corrected"] = corr
     if folded is not None:
         props["near_duplicates"] = folded
     return {"type": "Feature", "id": f"{col.name}:{tile_id}", "geometry": _geojson_geometry(row["geom"]),
             "properties": props}
 
 
+def _reranker(req: SearchRequest, q: _Query, rerank: Reranker | None) -> Reranker | None:
+    """The querybank re-ranker when it applies: text queries, a bank that gives offsets, not turned off."""
+    if req.ranking == "cosine" or q.kind != "text":
+        if req.ranking == "querybank" and q.kind != "text":
+            raise InvalidRequest("ranking 'querybank' corrects text queries; searches by example or feedback "
+                                 "rank by their own score: leave ranking at 'auto'")
+        return None
+    if rerank is None and req.ranking == "querybank":
+        raise InvalidRequest("ranking 'querybank' needs the query bank shipped with the model, and this model "
+                             "has none; use 'auto' or 'cosine'")
+    return rerank
+
+
 def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest,
-           relevance: Relevance | None = None) -> dict[str, Any]:
-    """Run a search; returns a GeoJSON FeatureCollection (EPSG:4326) of hits ranked by cosine score."""
+           relevance: Relevance | None = None, reranker: Reranker | None = None) -> dict[str, Any]:
+    """Run a search; returns a GeoJSON FeatureCollection (EPSG:4326) of hits, best first. Without explicit
+    calibrations and re-ranker, the process-wide ones of the model (from its shipped query bank) are used."""
     cols, broken = store.searchable(list(req.collections) if req.collections else None)
     names = [c.name for c in cols]
     other_model = []
@@ -184,8 +203,13 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     for col in cols:
         col.check_model(model.identity)
         col.refresh()
-    rel = relevance or relevance_for(model)
+    if relevance is None:
+        relevance, reranker = ranking_for(model)
+    elif reranker is None and can_rerank(relevance.bank):
+        reranker = Reranker(relevance.bank)  # type: ignore[arg-type]
+    rel = relevance
     q = _query(store, model, embed_text, req, names, rel)
+    rerank = _reranker(req, q, reranker)
     area = None
     if req.bbox:
         area = bbox_lonlat(req.bbox, req.bbox_crs)
@@ -194,13 +218,15 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     area_ids = {c.name: candidates(c, area) if area is not None else None for c in cols}
     want = MAX_ALL if req.all else req.k
     fetch = want * OVERFETCH if req.dedupe and not req.all else want
+    if rerank is not None:
+        fetch = max(fetch, RERANK_POOL)
     while True:
-        hits, exhausted = _hits(cols, q, req, rel, area_ids, fetch)
+        hits, exhausted = _hits(cols, q, req, rel, rerank, area_ids, fetch)
         rows: dict[str, dict[int, dict[str, Any]]] = {}
         for col in cols:  # one table lookup per collection, not per hit
-            rows[col.name] = col.table.rows([h[2] for h in hits if h[3] is col])
-        hits = [h for h in hits if h[2] in rows[h[3].name]]  # rows deleted between the index read and now
-        geoms = [rows[h[3].name][h[2]]["geom"] for h in hits]
+            rows[col.name] = col.table.rows([h[4] for h in hits if h[5] is col])
+        hits = [h for h in hits if h[4] in rows[h[5].name]]  # rows deleted between the index read and now
+        geoms = [rows[h[5].name][h[4]]["geom"] for h in hits]
         kept, folded = suppress(geoms, req.dedupe_iou, want) if req.dedupe else (list(range(len(hits)))[:want],
                                                                                  None)
         if len(kept) >= want or exhausted or fetch >= MAX_FETCH:
@@ -208,8 +234,7 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
         fetch = min(fetch * OVERFETCH, MAX_FETCH)
     features = []
     for n, i in enumerate(kept):
-        cos, relv, tile_id, col = hits[i]
-        features.append(_feature(n + 1, cos, relv, tile_id, col, rows[col.name][tile_id],
+        features.append(_feature(n + 1, hits[i], rows[hits[i][5].name][hits[i][4]],
                                  None if folded is None else folded[n]))
     if req.text is not None and not req.feedback:
         query: dict[str, Any] = {"text": req.text}
@@ -222,13 +247,17 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
                                  "bbox_crs": req.bbox_crs if req.bbox else None}
     if req.geometry is not None:
         area_json.update(geometry=_geojson_geometry(area), geometry_crs="EPSG:4326")
-    scoring = {"score": "cosine with the query vector" if q.kind != "feedback" else
+    by = "feedback" if q.kind == "feedback" else "querybank" if rerank is not None else "cosine"
+    scoring: dict[str, Any] = {"ranked_by": by, "score": "cosine with the query vector" if q.kind != "feedback" else
                "cosine with the feedback classifier's direction",
                "relevance": {"text": "share of real captions whose best hit here scores lower, times the text "
                                      "gate", "example": "share of sampled tiles whose nearest other tile is "
                                                         "less similar", "feedback": "classifier probability"}[q.kind]}
     if q.kind == "text":
         scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
+    if rerank is not None:
+        scoring["corrected"] = "cosine minus the tile's querybank offset (QB-Norm)"
+        scoring["beta"] = rerank.bank.beta
     if q.classifier is not None:
         scoring["classifier"] = {"scale": round(q.classifier.scale, 4), "bias": round(q.classifier.bias, 4)}
     out = {"type": "FeatureCollection", "features": features, "model": model.identity,
