@@ -9,15 +9,20 @@ from qgis.PyQt.QtCore import QStandardPaths
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from .dock import HarmaDock
+from .feedback import FeedbackController
 from .logic.errors import PluginError
+from .logic.feedback import FeedbackParams
 from .logic.hits import Hit
-from .logic.operations import download_previews, fetch_status, run_search
+from .logic.operations import best_score, download_previews, fetch_status, no_match_message, run_search
 from .logic.params import IndexParams, SearchParams
 from .logic.status import JobStatus, ServerStatus
-from .network import ServerClient
-from .results import add_preview, add_to_results, build_results_layer, export_geopackage, filter_by_area
+from .network import LOG_TAG, ServerClient
+from .previews import add_preview
+from .results import add_to_results, build_results_layer, export_geopackage, filter_by_area
 from .settings import PluginSettings, save_settings
-from .tasks import LOG_TAG, IndexTask, Outcome, ServerTask, TaskResult
+from .tasks import IndexTask, Outcome, ServerTask, TaskResult
+
+Query = SearchParams | FeedbackParams
 
 
 def preview_folder() -> str:
@@ -37,6 +42,7 @@ class Controller:
         self.search_task: ServerTask | None = None
         self.index_task: IndexTask | None = None
         self.search_seq = 0
+        self.status_task: ServerTask | None = None
         self.server: ServerStatus | None = None
         self.layer: QgsVectorLayer | None = None
         self.last_error = ""
@@ -52,6 +58,7 @@ class Controller:
         dock.pickOnMapRequested.connect(self.pick_on_map)
         dock.indexRequested.connect(self.index)
         dock.cancelIndexRequested.connect(self.cancel_index)
+        self.feedback = FeedbackController(self)
 
     # ----- task bookkeeping -----
     def _start(self, task: ServerTask) -> ServerTask:
@@ -64,9 +71,26 @@ class Controller:
         return any(t.result is None for t in self.tasks)
 
     def _fail(self, message: str) -> None:
+        """A failure with no place of its own in the dock: one message in the message bar."""
         self.last_error = message
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.MessageLevel.Warning)
         self.iface.messageBar().pushWarning("HarMA Search", message)
+
+    def _failed(self, result: TaskResult, show) -> None:  # noqa: ANN001 - the dock line that shows it
+        """Show a failed task's message once: an unreachable server in the status line, the rest under the action."""
+        self.last_error = result.error
+        QgsMessageLog.logMessage(result.error, LOG_TAG, Qgis.MessageLevel.Warning)
+        if result.unavailable:
+            self.server = None
+            self.dock.show_server_error(result.error)
+            show("")
+        else:
+            show(result.error)
+
+    def _answered(self) -> None:
+        """The server answered: if the status line still shows a failure, ask /health again."""
+        if self.server is None and (self.status_task is None or self.status_task.result is not None):
+            self.check_server()
 
     def shutdown(self) -> None:
         """Cancel running tasks; their late outcomes are then ignored."""
@@ -76,18 +100,25 @@ class Controller:
                 task.cancel()
         if self.map_tool is not None:
             self.iface.mapCanvas().unsetMapTool(self.map_tool)
+        self.feedback.shutdown()
 
     def apply_settings(self, settings: PluginSettings) -> None:
-        """Keep and persist new settings from the dock."""
+        """Keep and persist new settings from the dock (the token goes to the auth database)."""
         self.settings = settings
-        save_settings(settings)
+        try:
+            self.settings = save_settings(settings)
+            self.dock.authcfg = self.settings.authcfg
+            self.dock.server_label.setText("")
+        except PluginError as exc:
+            self.dock.server_label.setText(str(exc))
 
     # ----- server status -----
     def check_server(self) -> ServerTask:
         """Ask /health in a task; the dock shows the status or a clear message."""
-        self.dock.show_server_error(f"Connecting to {self.settings.server_url}…")
-        return self._start(ServerTask("HarMA: server status", self.settings,
-                                      lambda client, task: fetch_status(client), self._status_done))
+        self.dock.show_server_pending(f"Connecting to {self.settings.server_url}…")
+        self.status_task = ServerTask("HarMA: server status", self.settings,
+                                      lambda client, task: fetch_status(client), self._status_done)
+        return self._start(self.status_task)
 
     def _status_done(self, result: TaskResult) -> None:
         if self.closed:
@@ -101,22 +132,32 @@ class Controller:
             self.dock.show_server_error(result.error)
 
     # ----- search -----
-    def search(self, params: SearchParams) -> ServerTask:
-        """Start a search; an older running search is cancelled and its late reply dropped."""
+    def search(self, params: Query, previews: bool = True, on_layer=None) -> ServerTask:  # noqa: ANN001
+        """Start a search; an older running search is cancelled and its late reply dropped.
+
+        on_layer(layer) runs once the results layer is in the project (Find all exports it).
+        """
         if self.search_task is not None and self.search_task.result is None:
             self.search_task.cancel()
         self.search_seq += 1
         seq = self.search_seq
-        previews = self.dock.preview_spin.value() if self.dock.preview_check.isChecked() else 0
+        dock = self.dock
+        count = dock.preview_spin.value() if previews and dock.preview_check.isChecked() else 0
         folder = preview_folder()
 
-        def work(client: ServerClient, task: ServerTask) -> tuple[list[Hit], list[tuple[Hit, str]]]:
-            hits = filter_by_area(run_search(client, params), params.area_wkt)
-            return hits, download_previews(client, hits, folder, previews) if previews else []
+        def work(client: ServerClient, task: ServerTask) -> tuple[list[Hit], list[tuple[Hit, str]], float | None]:
+            task.setProgress(10)
+            hits = run_search(client, params)
+            if isinstance(params, SearchParams):
+                hits = filter_by_area(hits, params.area_wkt)
+            task.setProgress(60)
+            best = best_score(client, params) if not hits and params.min_score is not None else None
+            return hits, download_previews(client, hits, folder, count) if count and hits else [], best
 
-        self.dock.set_searching(True)
+        dock.set_searching(True)
+        dock.begin_search(params.label)
         self.search_task = ServerTask(f"HarMA search: {params.label}", self.settings, work,
-                                      lambda result: self._search_done(seq, params, result))
+                                      lambda result: self._search_done(seq, params, result, on_layer))
         return self._start(self.search_task)
 
     def cancel_search(self) -> None:
@@ -126,36 +167,44 @@ class Controller:
             self.search_task.cancel()
             self.dock.set_searching(False)
             self.dock.set_search_message("Search cancelled")
+            self.dock.show_hits([], "No results: the search was cancelled")
 
-    def _search_done(self, seq: int, params: SearchParams, result: TaskResult) -> None:
+    def _search_done(self, seq: int, params: Query, result: TaskResult, on_layer) -> None:  # noqa: ANN001
         if self.closed:
             return
         if seq != self.search_seq:
             QgsMessageLog.logMessage(f"Dropped the stale reply of '{params.label}'", LOG_TAG, Qgis.MessageLevel.Info)
             return
-        self.dock.set_searching(False)
+        dock = self.dock
+        dock.set_searching(False)
         if result.outcome is Outcome.CANCELLED:
-            self.dock.set_search_message("Search cancelled")
+            dock.set_search_message("Search cancelled")
+            dock.show_hits([], "No results: the search was cancelled")
             return
         if result.outcome is Outcome.FAILED:
-            self.dock.set_search_message(result.error)
-            self._fail(result.error)
+            dock.show_hits([], f"No results: '{params.label}' failed")
+            self._failed(result, dock.set_search_message)
             return
-        hits, previews = result.value
+        self._answered()
+        hits, previews, best = result.value
         if not hits:
-            self.dock.show_hits([])
-            self.dock.set_search_message(f"No tiles matched '{params.label}' in this scope")
+            dock.show_hits([], f"No results for '{params.label}'")
+            dock.set_search_message(no_match_message(params, best))
             return
         project = QgsProject.instance()
         self.layer = build_results_layer(hits, f"HarMA: {params.label}")
         add_to_results(project, self.layer)
         for hit, path in reversed(previews):
             try:
-                add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})")
+                add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})", self.layer, hit.raster)
             except PluginError as exc:
                 self._fail(str(exc))
-        self.dock.show_hits(hits)
-        self.dock.set_search_message(f"{len(hits)} tiles · best score {hits[0].score:.3f}")
+        dock.show_hits(hits, f"{len(hits)} tiles for '{params.label}' · best score {hits[0].score:.3f}",
+                       self.feedback.marks)
+        dock.set_search_message("")
+        self.feedback.results_changed(self.layer)
+        if on_layer is not None:
+            on_layer(self.layer)
 
     # ----- results -----
     def _feature_id(self, hit: Hit) -> int | None:
@@ -174,21 +223,26 @@ class Controller:
             canvas.zoomToFeatureIds(self.layer, [fid])
             canvas.flashFeatureIds(self.layer, [fid])
 
-    def export(self, path: str | None = None) -> str | None:
-        """Export the current results layer to a GeoPackage (asks for a path when none is given)."""
-        if self.layer is None:
+    def ask_export_path(self) -> str | None:
+        """Ask where to write a GeoPackage (None when the analyst cancels)."""
+        path, _ = QFileDialog.getSaveFileName(self.dock, "Export results", "", "GeoPackage (*.gpkg)")
+        return path or None
+
+    def export(self, path: str | None = None, layer: QgsVectorLayer | None = None) -> str | None:
+        """Export a results layer (the current one by default) to a GeoPackage (asks for a path if none)."""
+        layer = layer or self.layer
+        if layer is None:
             self.dock.set_search_message("Nothing to export yet: run a search first")
             return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self.dock, "Export results", "", "GeoPackage (*.gpkg)")
-            if not path:
-                return None
-        try:
-            written = export_geopackage(self.layer, path)
-        except PluginError as exc:
-            self._fail(str(exc))
+        path = path or self.ask_export_path()
+        if not path:
             return None
-        self.dock.set_search_message(f"Exported {self.layer.featureCount()} tiles to {written}")
+        try:
+            written = export_geopackage(layer, path)
+        except PluginError as exc:
+            self.dock.set_search_message(str(exc))
+            return None
+        self.dock.set_search_message(f"Exported {layer.featureCount()} tiles to {written}")
         return written
 
     def pick_on_map(self) -> None:
@@ -234,9 +288,14 @@ class Controller:
         self.dock.set_indexing(False)
         if result.outcome is Outcome.SUCCESS:
             self.dock.show_job(result.value)
-            self.dock.collection_combo.setCurrentText(self.index_task.params.collection)
+            name = self.index_task.params.collection
+            combo = self.dock.collection_combo
+            if not combo.currentText().strip():
+                combo.setCurrentText(name)
+            elif combo.currentText() != name:  # never switch what the analyst is searching
+                self.dock.set_index_message(f"{result.value.describe()} · choose '{name}' under Collection to search it")
             self.check_server()
-        else:
+        elif result.outcome is Outcome.CANCELLED:
             self.dock.set_index_message(result.error)
-            if result.outcome is Outcome.FAILED:
-                self._fail(result.error)
+        else:
+            self._failed(result, self.dock.set_index_message)

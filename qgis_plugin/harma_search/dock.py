@@ -1,14 +1,7 @@
 """The HarMA dock: turns widget state into parameter dataclasses and shows what the plugin reports."""
 from __future__ import annotations
 
-from qgis.core import (
-    QgsCoordinateTransform,
-    QgsGeometry,
-    QgsMapLayerProxyModel,
-    QgsProject,
-    QgsRasterLayer,
-    QgsVectorLayer,
-)
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -16,6 +9,7 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -24,26 +18,39 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from .areas import search_area
 from .logic.errors import InputError
 from .logic.hits import Hit
-from .logic.params import MAX_K, IndexParams, Scope, SearchParams
+from .logic.params import MAX_K, Bbox, IndexParams, Scope, SearchParams
 from .logic.sources import path_from_source, rasters_in_folder, unique_paths
 from .logic.status import JobStatus, ServerStatus
-from .results import wgs84
+from .results_panel import ResultsPanel
 from .settings import PluginSettings
 
 SCOPE_LABELS = {Scope.WHOLE: "Whole collection", Scope.EXTENT: "Current map extent",
                 Scope.SELECTION: "Selected polygons of a layer"}
-NO_MIN_SCORE = -1.0
+NO_MIN_SCORE = -1.0  # 'any': a cosine score is never below -1
+STATUS_COLORS = {"ok": "#1a7f37", "error": "#b00020", "pending": "#5f6368"}
+
+
+def scrolled(widget: QWidget) -> QScrollArea:
+    """widget inside a frameless scroll area, so a tab never asks for more height than the screen has."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(widget)
+    return area
 
 
 class HarmaDock(QgsDockWidget):
-    """Server status, search form, result list and indexing panel."""
+    """Server status line above three tabs: Search (form and results), Index and Server."""
 
     searchRequested = pyqtSignal(object)  # SearchParams
     cancelSearchRequested = pyqtSignal()
@@ -53,6 +60,11 @@ class HarmaDock(QgsDockWidget):
     exampleRequested = pyqtSignal(object)  # SearchParams with a tile_id
     pickOnMapRequested = pyqtSignal()
     exportRequested = pyqtSignal()
+    markRequested = pyqtSignal(object, str)  # list[Hit], GOOD or BAD
+    clearMarksRequested = pyqtSignal()
+    markOnMapRequested = pyqtSignal()
+    refineRequested = pyqtSignal()
+    findAllRequested = pyqtSignal()
     indexRequested = pyqtSignal(object)  # IndexParams
     cancelIndexRequested = pyqtSignal()
 
@@ -60,35 +72,53 @@ class HarmaDock(QgsDockWidget):
         super().__init__("HarMA Search", parent)
         self.setObjectName("HarmaSearchDock")
         self.iface = iface
-        self.hits: list[Hit] = []
+        self.authcfg = settings.authcfg
         body = QWidget()
         layout = QVBoxLayout(body)
-        layout.addWidget(self._server_box(settings))
-        layout.addWidget(self._search_box(settings))
-        layout.addWidget(self._results_box())
-        layout.addWidget(self._index_box())
-        layout.addStretch(1)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.status_label = QLabel("Not checked yet")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        search_page = QWidget()
+        search_layout = QVBoxLayout(search_page)
+        search_layout.addWidget(self._search_box(settings))
+        search_layout.addWidget(self._results_box(), 1)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(scrolled(search_page), "Search")
+        self.tabs.addTab(scrolled(self._index_box()), "Index")
+        self.tabs.addTab(scrolled(self._server_box(settings)), "Server")
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.tabs, 1)
         self.setWidget(body)
         self.set_searching(False)
         self.set_indexing(False)
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_raster_layers)
+        project.layersRemoved.connect(self.refresh_raster_layers)
+
+    def disconnect_project(self) -> None:
+        """Stop following the project's layers (on unload)."""
+        project = QgsProject.instance()
+        project.layersAdded.disconnect(self.refresh_raster_layers)
+        project.layersRemoved.disconnect(self.refresh_raster_layers)
 
     # ----- building -----
     def _server_box(self, settings: PluginSettings) -> QGroupBox:
         box = QGroupBox("Server")
         form = QFormLayout(box)
-        self.status_label = QLabel("Not checked yet")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.url_edit = QLineEdit(settings.server_url)
         self.token_edit = QLineEdit(settings.token)
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.token_edit.setPlaceholderText("only when the server asks for one")
+        self.token_edit.setToolTip("Kept in the QGIS authentication database, not in plain settings")
         self.retry_button = QPushButton("Connect / Retry")
         self.retry_button.clicked.connect(self._apply_settings_and_retry)
-        form.addRow(self.status_label)
+        self.server_label = QLabel("")
+        self.server_label.setWordWrap(True)
         form.addRow("URL", self.url_edit)
         form.addRow("Token", self.token_edit)
         form.addRow(self.retry_button)
+        form.addRow(self.server_label)
         return box
 
     def _search_box(self, settings: PluginSettings) -> QGroupBox:
@@ -135,6 +165,7 @@ class HarmaDock(QgsDockWidget):
         form.addRow("Results (k)", self.k_spin)
         form.addRow("Scope", self.scope_combo)
         form.addRow("Polygon layer", self.area_layer_combo)
+        self.min_score_spin.setToolTip("Keep hits whose cosine score is at least this")
         form.addRow("Min score", self.min_score_spin)
         form.addRow(preview_row)
         form.addRow(buttons)
@@ -142,30 +173,28 @@ class HarmaDock(QgsDockWidget):
         self._scope_changed()
         return box
 
-    def _results_box(self) -> QGroupBox:
-        box = QGroupBox("Results")
-        layout = QVBoxLayout(box)
-        self.results_list = QListWidget()
-        self.results_list.setMinimumHeight(150)
-        self.results_list.currentRowChanged.connect(self._row_changed)
-        self.similar_button = QPushButton("Find similar")
-        self.similar_button.clicked.connect(self.request_similar)
-        self.pick_button = QPushButton("Pick on map")
-        self.pick_button.clicked.connect(self.pickOnMapRequested)
-        self.export_button = QPushButton("Export GeoPackage…")
-        self.export_button.clicked.connect(self.exportRequested)
-        row = QHBoxLayout()
-        for button in (self.similar_button, self.pick_button, self.export_button):
-            row.addWidget(button)
-        layout.addWidget(self.results_list)
-        layout.addLayout(row)
-        return box
+    def _results_box(self) -> ResultsPanel:
+        self.results = panel = ResultsPanel()
+        self.results_list = panel.list
+        self.similar_button, self.pick_button = panel.similar_button, panel.pick_button
+        self.export_button = panel.export_button
+        panel.similar_button.clicked.connect(self.request_similar)
+        panel.pick_button.clicked.connect(self.pickOnMapRequested)
+        panel.export_button.clicked.connect(self.exportRequested)
+        panel.hitActivated.connect(self.hitActivated)
+        panel.markRequested.connect(self.markRequested)
+        panel.clearMarksRequested.connect(self.clearMarksRequested)
+        panel.markOnMapRequested.connect(self.markOnMapRequested)
+        panel.refineRequested.connect(self.refineRequested)
+        panel.findAllRequested.connect(self.findAllRequested)
+        return panel
 
     def _index_box(self) -> QGroupBox:
         box = QGroupBox("Index rasters")
         form = QFormLayout(box)
         self.raster_list = QListWidget()
-        self.raster_list.setMaximumHeight(90)
+        self.raster_list.setMinimumHeight(60)
+        self.raster_list.setMaximumHeight(110)
         self.refresh_rasters_button = QPushButton("Refresh layer list")
         self.refresh_rasters_button.clicked.connect(self.refresh_raster_layers)
         self.folder_widget = QgsFileWidget()
@@ -209,28 +238,9 @@ class HarmaDock(QgsDockWidget):
         """Choose a search scope."""
         self.scope_combo.setCurrentIndex(self.scope_combo.findData(scope.value))
 
-    def _area(self) -> tuple[tuple[float, float, float, float] | None, str | None]:
-        scope = self.scope()
-        if scope is Scope.WHOLE:
-            return None, None
-        project = QgsProject.instance()
-        if scope is Scope.EXTENT:
-            canvas = self.iface.mapCanvas()
-            to_wgs84 = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), wgs84(), project)
-            rect = to_wgs84.transformBoundingBox(canvas.extent())
-            return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), None
-        layer = self.area_layer_combo.currentLayer()
-        if not isinstance(layer, QgsVectorLayer) or layer.selectedFeatureCount() == 0:
-            raise InputError("Scope 'selected polygons' needs a polygon layer with selected features: select some")
-        to_wgs84 = QgsCoordinateTransform(layer.crs(), wgs84(), project)
-        parts = []
-        for feature in layer.selectedFeatures():
-            geometry = QgsGeometry(feature.geometry())
-            geometry.transform(to_wgs84)
-            parts.append(geometry)
-        area = QgsGeometry.unaryUnion(parts)
-        rect = area.boundingBox()
-        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), area.asWkt()
+    def _area(self) -> tuple[Bbox | None, str | None]:
+        return search_area(self.iface.mapCanvas() if self.iface else None, self.scope(),
+                           self.area_layer_combo.currentLayer())
 
     def _min_score(self) -> float | None:
         value = self.min_score_spin.value()
@@ -291,20 +301,31 @@ class HarmaDock(QgsDockWidget):
 
     def _apply_settings_and_retry(self) -> None:
         self.settingsChanged.emit(PluginSettings(self.url_edit.text().strip(), self.token_edit.text(),
-                                                 self.k_spin.value()))
+                                                 self.k_spin.value(), self.authcfg))
         self.retryRequested.emit()
 
     # ----- showing what the plugin reports -----
     def show_server(self, status: ServerStatus) -> None:
         """Show a reachable server and offer its collections."""
-        self.status_label.setText(status.describe())
-        self.status_label.setStyleSheet("color: #1a7f37;")
+        self._status(status.describe(), "ok")
         self.set_collections(list(status.collections))
 
     def show_server_error(self, message: str) -> None:
         """Show why the server cannot be used."""
-        self.status_label.setText(message)
-        self.status_label.setStyleSheet("color: #b00020;")
+        self._status(message, "error")
+
+    def show_server_pending(self, message: str) -> None:
+        """Show that the server is being asked."""
+        self._status(message, "pending")
+
+    def _status(self, text: str, state: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setProperty("state", state)
+        self.status_label.setStyleSheet(f"color: {STATUS_COLORS[state]};")
+
+    def server_state(self) -> str:
+        """'ok', 'error' or 'pending', as the status line shows it."""
+        return str(self.status_label.property("state") or "pending")
 
     def set_collections(self, names: list[str]) -> None:
         """Replace the collection choices, keeping the current one when it still exists."""
@@ -324,41 +345,39 @@ class HarmaDock(QgsDockWidget):
         """Show a line under the search buttons."""
         self.search_label.setText(text)
 
-    def show_hits(self, hits: list[Hit]) -> None:
+    @property
+    def hits(self) -> list[Hit]:
+        """The hits listed now (from the last answer)."""
+        return self.results.hits
+
+    def begin_search(self, label: str) -> None:
+        """Clear the old rows as a new search starts."""
+        self.results.begin(label)
+
+    def show_hits(self, hits: list[Hit], header: str = "", marks=None) -> None:  # noqa: ANN001 - Marks | None
         """Fill the result list."""
-        self.hits = list(hits)
-        self.results_list.blockSignals(True)
-        self.results_list.clear()
-        for hit in self.hits:
-            self.results_list.addItem(QListWidgetItem(hit.row_text()))
-        self.results_list.blockSignals(False)
+        self.results.show_hits(hits, header or f"{len(hits)} results", marks)
 
     def selected_hit(self) -> Hit | None:
         """The hit of the selected row, if any."""
-        row = self.results_list.currentRow()
-        return self.hits[row] if 0 <= row < len(self.hits) else None
+        return self.results.selected_hit()
 
     def select_hit(self, tile_id: int) -> None:
         """Select the row of the hit with tile_id (used by the map picker)."""
-        for row, hit in enumerate(self.hits):
-            if hit.tile_id == int(tile_id):
-                self.results_list.setCurrentRow(row)
-                return
+        self.results.select_hit(tile_id)
 
-    def _row_changed(self, row: int) -> None:
-        if 0 <= row < len(self.hits):
-            self.hitActivated.emit(self.hits[row])
-
-    def refresh_raster_layers(self) -> None:
-        """List the project's file-based raster layers as checkable rows."""
+    def refresh_raster_layers(self, *_changed) -> None:  # noqa: ANN002 - layers added or removed
+        """List the project's file-based raster layers as checkable rows (ticks are kept)."""
+        ticked = {self.raster_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.raster_list.count())
+                  if self.raster_list.item(i).checkState() == Qt.CheckState.Checked}
         self.raster_list.clear()
         for layer in QgsProject.instance().mapLayers().values():
             path = path_from_source(layer.source()) if isinstance(layer, QgsRasterLayer) else None
-            if path:
+            if path and not layer.name().startswith("HarMA preview"):
                 item = QListWidgetItem(layer.name())
                 item.setData(Qt.ItemDataRole.UserRole, path)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Unchecked)
+                item.setCheckState(Qt.CheckState.Checked if path in ticked else Qt.CheckState.Unchecked)
                 self.raster_list.addItem(item)
 
     def set_indexing(self, running: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
+from qgis.core import Qgis, QgsBlockingNetworkRequest, QgsFeedback, QgsMessageLog
 from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
@@ -12,6 +12,7 @@ from .logic import api
 from .logic.errors import CancelledError, ServerUnavailableError
 
 USER_AGENT = b"harma-search-qgis-plugin"
+LOG_TAG = "HarMA Search"
 
 
 class ServerClient:
@@ -65,10 +66,11 @@ class ServerClient:
         raw = bytes(reply.content())
         status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
         if status is None:  # no HTTP answer at all: refused, timed out, DNS, SSL
-            reason = blocking.errorMessage() or str(reply.errorString())
+            reason = str(reply.errorString()) or blocking.errorMessage()
+            QgsMessageLog.logMessage(f"{req.method} {url}: {blocking.errorMessage()}", LOG_TAG, Qgis.MessageLevel.Info)
             raise ServerUnavailableError(
-                f"HarMA server not reachable at {self.base_url} ({reason}). Start it with "
-                f"'{api.START_HINT}' or fix the server URL in the HarMA dock, then press Retry."
+                f"Server not reachable at {self.base_url} ({reason[:60]}): start it with 'python -m server …' "
+                "or fix the URL in the Server tab, then press Retry"
             )
         if int(status) >= 400:
             raise api.error_from_response(int(status), raw, url)

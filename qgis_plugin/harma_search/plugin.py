@@ -60,6 +60,7 @@ class HarmaSearchPlugin:
             self.action.deleteLater()
             self.action = None
         if self.dock is not None:
+            self.dock.disconnect_project()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -7,28 +7,32 @@ from qgis.core import (
     QgsFeature,
     QgsField,
     QgsFields,
+    QgsFillSymbol,
     QgsGeometry,
     QgsGraduatedSymbolRenderer,
     QgsLayerTreeGroup,
+    QgsMapLayer,
     QgsPalLayerSettings,
     QgsProject,
     QgsRasterLayer,
     QgsRendererRange,
-    QgsSymbol,
+    QgsSimpleFillSymbolLayer,
     QgsTextFormat,
+    QgsUnitTypes,
     QgsVectorFileWriter,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtCore import Qt, QVariant
+from qgis.PyQt.QtGui import QColor, QFont
 
 from .logic.errors import PluginError
 from .logic.hits import RESULT_FIELDS, Hit, rerank
 from .logic.styles import score_classes
 
 GROUP_NAME = "HarMA results"
+FILL_ALPHA = 30  # of 255: the tile is tinted, the imagery under it stays readable
+OUTLINE_MM = 0.7
 _QVARIANT_TYPES = {"integer": QVariant.Int, "double": QVariant.Double, "string": QVariant.String}
 
 
@@ -69,24 +73,48 @@ def build_results_layer(hits: list[Hit], name: str) -> QgsVectorLayer:
     return layer
 
 
-def style_results_layer(layer: QgsVectorLayer, scores: list[float]) -> None:
-    """Graduated fill by score (outlined, half transparent) and rank labels."""
-    ranges = []
-    for cls in score_classes(scores):
-        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.GeometryType.PolygonGeometry)
-        symbol.setColor(QColor(cls.color))
-        symbol.setOpacity(0.55)
-        symbol.symbolLayer(0).setStrokeColor(QColor("#7a0019"))
-        ranges.append(QgsRendererRange(cls.lower, cls.upper, symbol, cls.label))
-    layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
+def tile_symbol(color: str, fill_alpha: int = FILL_ALPHA, width_mm: float = OUTLINE_MM,
+                dashed: bool = False) -> QgsFillSymbol:
+    """A light fill with a strong outline over a white halo, so the imagery stays visible at every zoom."""
+    halo = QgsSimpleFillSymbolLayer(QColor(0, 0, 0, 0), Qt.BrushStyle.NoBrush, QColor(255, 255, 255, 220),
+                                    Qt.PenStyle.SolidLine, width_mm + 0.8)
+    fill = QColor(color)
+    fill.setAlpha(fill_alpha)
+    pen = Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine
+    main = QgsSimpleFillSymbolLayer(fill, Qt.BrushStyle.SolidPattern, QColor(color), pen, width_mm)
+    symbol = QgsFillSymbol()
+    symbol.deleteSymbolLayer(0)
+    for symbol_layer in (halo, main):  # appendSymbolLayer takes ownership (a list in the constructor does not)
+        symbol_layer.setStrokeWidthUnit(QgsUnitTypes.RenderUnit.RenderMillimeters)
+        symbol.appendSymbolLayer(symbol_layer)
+    return symbol
+
+
+def label_settings(expression: str) -> QgsVectorLayerSimpleLabeling:
+    """Bold dark labels with a white buffer, placed inside the tile."""
     labels = QgsPalLayerSettings()
-    labels.fieldName = "rank"
+    labels.fieldName = expression
+    labels.isExpression = True
     labels.placement = QgsPalLayerSettings.Placement.OverPoint
     text = QgsTextFormat()
-    text.setSize(10)
+    font = QFont()
+    font.setBold(True)
+    text.setFont(font)
+    text.setSize(11)
+    text.setColor(QColor("#1a1a1a"))
     text.buffer().setEnabled(True)
+    text.buffer().setSize(1.2)
+    text.buffer().setColor(QColor("white"))
     labels.setFormat(text)
-    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    return QgsVectorLayerSimpleLabeling(labels)
+
+
+def style_results_layer(layer: QgsVectorLayer, scores: list[float]) -> None:
+    """Outline coloured by score class (light fill, white halo) and bold '#rank' labels."""
+    ranges = [QgsRendererRange(cls.lower, cls.upper, tile_symbol(cls.color), cls.label)
+              for cls in score_classes(scores)]
+    layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
+    layer.setLabeling(label_settings("'#' || \"rank\""))
     layer.setLabelsEnabled(True)
 
 
@@ -105,13 +133,13 @@ def add_to_results(project: QgsProject, layer: QgsVectorLayer | QgsRasterLayer) 
     results_group(project).insertLayer(0, layer)
 
 
-def add_preview(project: QgsProject, path: str, name: str) -> QgsRasterLayer:
-    """Add a downloaded georeferenced tile crop as a raster layer in the results group."""
-    layer = QgsRasterLayer(path, name, "gdal")
-    if not layer.isValid():
-        raise PluginError(f"Preview {path!r} is not a readable GeoTIFF: check the server's /tiles endpoint")
-    add_to_results(project, layer)
-    return layer
+def add_below(project: QgsProject, layer: QgsMapLayer, anchor: QgsMapLayer) -> None:
+    """Add layer to the results group right below anchor (so anchor's outlines stay on top)."""
+    project.addMapLayer(layer, False)
+    group = results_group(project)
+    node = group.findLayer(anchor.id())
+    position = group.children().index(node) + 1 if node is not None else len(group.children())
+    group.insertLayer(position, layer)
 
 
 def export_geopackage(layer: QgsVectorLayer, path: str) -> str:

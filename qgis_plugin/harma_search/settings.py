@@ -1,38 +1,76 @@
-"""Plugin settings in QgsSettings under the plugin's prefix (never in the plugin folder)."""
+"""Plugin settings in QgsSettings under the plugin's prefix (never in the plugin folder).
+
+The token itself lives in QGIS's authentication database; QgsSettings only holds its auth config id.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from qgis.core import QgsSettings
+from qgis.core import Qgis, QgsMessageLog, QgsSettings
 
+from .auth import load_token, remove_token, store_token
 from .logic.api import DEFAULT_SERVER_URL
+from .logic.errors import PluginError
 
 PREFIX = "harma_search"
+LOG_TAG = "HarMA Search"
 
 
 @dataclass
 class PluginSettings:
-    """Server URL, token and default k."""
+    """Server URL, token (in memory only) and default k; authcfg names the token's auth config."""
 
     server_url: str = DEFAULT_SERVER_URL
     token: str = ""
     default_k: int = 10
+    authcfg: str = field(default="", compare=False)
+
+
+def _migrate_plain_token(store: QgsSettings) -> None:
+    """Move a token saved in plain text by older versions into the auth database (kept if that fails)."""
+    plain = str(store.value(f"{PREFIX}/token", "", type=str))
+    if not plain:
+        return
+    try:
+        store.setValue(f"{PREFIX}/authcfg", store_token(plain, str(store.value(f"{PREFIX}/authcfg", "", type=str))))
+    except PluginError as exc:
+        QgsMessageLog.logMessage(f"The token stays in plain text for now. {exc}", LOG_TAG, Qgis.MessageLevel.Warning)
+        return
+    store.remove(f"{PREFIX}/token")
 
 
 def load_settings() -> PluginSettings:
-    """Read the settings (defaults for missing keys)."""
+    """Read the settings (defaults for missing keys); the token comes from the auth database."""
     store = QgsSettings()
+    _migrate_plain_token(store)
     defaults = PluginSettings()
+    authcfg = str(store.value(f"{PREFIX}/authcfg", "", type=str))
     return PluginSettings(
         server_url=str(store.value(f"{PREFIX}/server_url", defaults.server_url, type=str)),
-        token=str(store.value(f"{PREFIX}/token", defaults.token, type=str)),
+        token=load_token(authcfg),
         default_k=int(store.value(f"{PREFIX}/default_k", defaults.default_k, type=int)),
+        authcfg=authcfg,
     )
 
 
-def save_settings(settings: PluginSettings) -> None:
-    """Write the settings."""
+def save_settings(settings: PluginSettings) -> PluginSettings:
+    """Write the settings (the token into the auth database); return them with the auth config id set.
+
+    Raises PluginError when the auth database refuses the token; nothing is written in plain text then.
+    """
     store = QgsSettings()
+    authcfg = settings.authcfg or str(store.value(f"{PREFIX}/authcfg", "", type=str))
+    if settings.token:
+        if load_token(authcfg) != settings.token:
+            authcfg = store_token(settings.token, authcfg)
+    elif authcfg:
+        remove_token(authcfg)
+        authcfg = ""
     store.setValue(f"{PREFIX}/server_url", settings.server_url)
-    store.setValue(f"{PREFIX}/token", settings.token)
     store.setValue(f"{PREFIX}/default_k", int(settings.default_k))
+    if authcfg:
+        store.setValue(f"{PREFIX}/authcfg", authcfg)
+    else:
+        store.remove(f"{PREFIX}/authcfg")
+    store.remove(f"{PREFIX}/token")
+    return PluginSettings(settings.server_url, settings.token, settings.default_k, authcfg)

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsMapSettings,
     QgsRasterLayer,
     QgsRectangle,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
@@ -57,29 +58,40 @@ def side_by_side(left: QImage, right: QImage, gap: int = 8) -> QImage:
     return out
 
 
+SCREEN = QSize(1366, 768)  # a common laptop screen
+DOCK_WIDTH = 430
+
+
+def hit_extent(layer: QgsVectorLayer, rank: int = 1, context_tiles: float = 1.5) -> QgsRectangle:
+    """The extent of the hit with rank, grown by context_tiles tile widths on each side (as 'zoom to hit')."""
+    feature = next(f for f in layer.getFeatures() if f["rank"] == rank)
+    extent = feature.geometry().boundingBox()
+    extent.grow(max(extent.width(), extent.height()) * context_tiles)
+    return extent
+
+
 def search_screenshot(server_url: str, collection: str, query: str, k: int, out_path: str,
-                      map_size: QSize = QSize(900, 900)) -> str:
-    """Search the server, show the hits in a dock and on a map over their rasters, save one PNG."""
-    client = ServerClient(server_url)
+                      screen: QSize = SCREEN, token: str = "") -> str:
+    """Search the server, show the dock at screen height and the map zoomed to the best hit, save one PNG."""
+    client = ServerClient(server_url, token)
     params = SearchParams(collection=collection, query=query, k=k)
     hits = run_search(client, params)
     if not hits:
         raise PluginError(f"'{query}' found nothing in {collection!r}: index rasters first")
     layer = build_results_layer(hits, f"HarMA: {params.label}")
     rasters = [QgsRasterLayer(path, path, "gdal") for path in dict.fromkeys(h.raster for h in hits)]
-    extent = layer.extent()
-    extent.grow(max(extent.width(), extent.height()) * 0.05)
-    map_image = render_map([layer, *[r for r in rasters if r.isValid()]], extent, wgs84(), map_size)
+    map_size = QSize(screen.width() - DOCK_WIDTH, screen.height())
+    map_image = render_map([layer, *[r for r in rasters if r.isValid()]], hit_extent(layer), wgs84(), map_size)
     dock = HarmaDock(None, PluginSettings(server_url=server_url, default_k=k))
     dock.show_server(fetch_status(client))
     dock.collection_combo.setCurrentText(collection)
     dock.query_edit.setText(query)
-    dock.show_hits(hits)
+    dock.show_hits(hits, f"{len(hits)} tiles for '{params.label}' · best score {hits[0].score:.3f}")
     dock.results_list.setCurrentRow(0)
-    dock.set_search_message(f"{len(hits)} tiles · best score {hits[0].score:.3f}")
-    dock_image = grab_widget(dock, QSize(440, map_size.height()))
-    image = side_by_side(dock_image, map_image)
+    dock_image = grab_widget(dock, QSize(DOCK_WIDTH, screen.height()))
+    image = side_by_side(dock_image, map_image, gap=0)
+    dock.disconnect_project()
+    dock.deleteLater()
     if not image.save(out_path, "PNG"):
         raise PluginError(f"Could not write {out_path!r}: choose a writable .png path")
-    dock.deleteLater()
     return out_path

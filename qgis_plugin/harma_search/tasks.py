@@ -10,14 +10,12 @@ from typing import Any
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .logic.errors import CancelledError, PluginError
+from .logic.errors import CancelledError, PluginError, ServerUnavailableError
 from .logic.operations import run_index
 from .logic.params import IndexParams
 from .logic.status import JobStatus
-from .network import ServerClient
+from .network import LOG_TAG, ServerClient
 from .settings import PluginSettings
-
-LOG_TAG = "HarMA Search"
 
 
 class Outcome(Enum):
@@ -35,6 +33,7 @@ class TaskResult:
     outcome: Outcome
     value: Any = None
     error: str = ""
+    unavailable: bool = False  # the server could not be reached at all
 
 
 Work = Callable[[ServerClient, "ServerTask"], Any]
@@ -53,10 +52,15 @@ class ServerTask(QgsTask):
         self.value: Any = None
         self.error = ""
         self.cancelled_by_server = False
+        self.unavailable = False
         self.result: TaskResult | None = None  # set on the main thread once finished() ran
 
     def run(self) -> bool:
-        """Worker thread: do the work, keep the value or the error message."""
+        """Worker thread: do the work, keep the value or the error message.
+
+        A cancel returns True: QGIS reports a task that returns False as "Task failed", and a cancelled
+        one did what was asked; finished() still hands over a Cancelled outcome.
+        """
         try:
             client = ServerClient(self.settings.server_url, self.settings.token, self.feedback)
             self.value = self.work(client, self)
@@ -64,14 +68,18 @@ class ServerTask(QgsTask):
         except CancelledError as exc:
             self.error = str(exc)
             self.cancelled_by_server = True
-            return False
+            return True
+        except ServerUnavailableError as exc:
+            self.error = str(exc)
+            self.unavailable = True
+            return self.isCanceled()
         except PluginError as exc:
             self.error = str(exc)
-            return False
+            return self.isCanceled()
         except Exception as exc:  # a bug, not a user error: log the traceback, show one line
             QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
             self.error = f"Unexpected error in '{self.description()}': {exc} (details in the log panel)"
-            return False
+            return self.isCanceled()
 
     def cancel(self) -> None:
         """Abort the running request as well as the task."""
@@ -80,12 +88,12 @@ class ServerTask(QgsTask):
 
     def finished(self, result: bool) -> None:
         """Main thread: hand the outcome over."""
-        if result:
-            outcome = TaskResult(Outcome.SUCCESS, self.value)
-        elif self.isCanceled() or self.cancelled_by_server:
+        if self.isCanceled() or self.cancelled_by_server:
             outcome = TaskResult(Outcome.CANCELLED, self.value, self.error or "Cancelled")
+        elif result:
+            outcome = TaskResult(Outcome.SUCCESS, self.value)
         else:
-            outcome = TaskResult(Outcome.FAILED, self.value, self.error)
+            outcome = TaskResult(Outcome.FAILED, self.value, self.error, self.unavailable)
         self.result = outcome
         self.on_done(outcome)
 

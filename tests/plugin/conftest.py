@@ -4,12 +4,14 @@ The QGIS tests share one live server (the real `python -m server` from the proje
 port, temporary store) and one collection indexed through the plugin's own dock and task.
 """
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "qgis_plugin"))
+# HARMA_PLUGIN_DIR runs the tests against another copy of the plugin (an older version, an unzipped package).
+sys.path.insert(0, os.environ.get("HARMA_PLUGIN_DIR") or str(Path(__file__).resolve().parents[2] / "qgis_plugin"))
 
 if importlib.util.find_spec("qgis") is None:
     # The project's own venv has no QGIS; tests/plugin/run.sh runs these with QGIS's Python.
@@ -19,15 +21,31 @@ else:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """URL (without /api/v1) of a real server on a free loopback port with a temporary store."""
+def server_process(tmp_path_factory):
+    """A real server on a free loopback port with a temporary store (the LiveServer)."""
     if not SERVER_PYTHON.exists():
         pytest.fail(f"{SERVER_PYTHON} is missing: create the project venv (see README) before the plugin tests")
     server = LiveServer(tmp_path_factory.mktemp("store"))
     try:
-        yield server.wait_ready()
+        server.wait_ready()
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(server_process):
+    """URL (without /api/v1) of the session's live server."""
+    return server_process.url
+
+
+if importlib.util.find_spec("qgis") is not None:
+    @pytest.fixture(scope="session", autouse=True)
+    def auth_master_password(qgis_app):
+        """The QGIS auth database unlocked, as for a user who set a master password (the token lives there)."""
+        from qgis.core import QgsApplication
+
+        assert QgsApplication.authManager().setMasterPassword("harma-test-master", True)
 
 
 def load_plugin(iface, url: str):

@@ -45,6 +45,7 @@ class LiveServer:
     """A `python -m server` subprocess; its output is drained by a thread into .lines."""
 
     def __init__(self, store: Path) -> None:
+        self.store = store
         env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
         env.pop("QT_QPA_PLATFORM", None)
         self.proc = subprocess.Popen(
@@ -78,3 +79,25 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def post_json(url: str, body: dict):
+    """POST a JSON body with the standard library and return the decoded answer."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310 - loopback test server
+        return json.loads(reply.read())
+
+
+def index_directly(server_url: str, collection: str, raster: Path, tile_size: int) -> dict:
+    """Index one raster through the HTTP API (not the plugin) and wait for its job; returns the final job."""
+    api = f"{server_url}/api/v1"
+    if collection not in get_json(f"{api}/health")["collections"]:
+        post_json(f"{api}/collections", {"name": collection, "tile_size": tile_size})
+    job = post_json(f"{api}/collections/{collection}/rasters", {"paths": [str(raster)]})
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while job["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job = get_json(f"{api}/jobs/{job['job_id']}")
+    assert job["state"] == "done", job
+    return job

@@ -21,7 +21,7 @@ def test_hits_parse_into_typed_rows_sorted_by_rank():
     body = {"type": "FeatureCollection", "features": [feature(2, 0.3, 5), feature(1, 0.4, 9)]}
     hits = parse_hits(body, "roads")
     assert [h.rank for h in hits] == [1, 2]
-    assert hits[0].values() == [1, 0.4, 9, "/d/x.tif", "c", "roads"]
+    assert hits[0].values() == [1, 0.4, None, 9, "/d/x.tif", "c", "roads"]
     assert len(hits[0].values()) == len(RESULT_FIELDS)
     assert hits[0].wkt() == "POLYGON ((0.0 0.0, 1.0 0.0, 1.0 1.0, 0.0 1.0, 0.0 0.0))"
     assert hits[0].row_text() == "#1  0.400  tile 9  x.tif"

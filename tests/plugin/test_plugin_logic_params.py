@@ -16,7 +16,7 @@ def test_example_search_label_names_the_tile():
 
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"collection": " ", "query": "x"}, "No collection"),
-    ({"collection": "c"}, "either a text query or an example tile"),
+    ({"collection": "c"}, "Type what to look for in Query"),
     ({"collection": "c", "query": "x", "tile_id": 3}, "not both"),
     ({"collection": "c", "query": "x", "k": 0}, "k=0"),
     ({"collection": "c", "query": "x", "k": 5000}, "k=5000"),

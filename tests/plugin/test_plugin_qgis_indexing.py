@@ -26,6 +26,9 @@ def test_cancel_in_the_dock_cancels_the_server_job(indexed, plugin, live_server)
     dock.tile_size_spin.setValue(32)
     dock.index_button.click()
     task = controller.index_task
+    ends = []
+    task.taskCompleted.connect(lambda: ends.append("completed"))
+    task.taskTerminated.connect(lambda: ends.append("terminated"))
     wait_until(lambda: task.job_id or task.result is not None, "the job id")
     assert task.job_id, task.result
     assert dock.cancel_index_button.isEnabled()
@@ -33,6 +36,8 @@ def test_cancel_in_the_dock_cancels_the_server_job(indexed, plugin, live_server)
     result = wait_task(task)
     dock.folder_widget.setFilePath("")
     assert result.outcome is Outcome.CANCELLED
+    wait_until(lambda: ends, "the task's end signal")
+    assert ends == ["completed"]  # QGIS says "Task failed" for a terminated task; a cancel is not a failure
     assert "cancelled" in dock.index_label.text().lower()
     job = get_json(f"{live_server}/api/v1/jobs/{task.job_id}")
     assert job["state"] == "cancelled"

@@ -18,7 +18,7 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface):
     plugin.initGui()
     assert "harma_search" in provider_ids() - before
     algs = sorted(a.id() for a in QgsApplication.processingRegistry().providerById("harma_search").algorithms())
-    assert algs == ["harma_search:index_rasters", "harma_search:search_text"]
+    assert {"harma_search:index_rasters", "harma_search:search_text"} <= set(algs)
     docks = [d for d in qgis_iface.mainWindow().findChildren(QDockWidget) if d.objectName() == "HarmaSearchDock"]
     assert docks == [plugin.dock]
     assert plugin.action.text() == "HarMA Search" and plugin.action.isChecked()

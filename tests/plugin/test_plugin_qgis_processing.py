@@ -95,3 +95,22 @@ def test_search_algorithm_works_inside_a_model(indexed, live_server):
     layer = out["search:hits"]
     assert isinstance(layer, QgsVectorLayer), layer
     assert [f["query"] for f in layer.getFeatures()] == ["green fields", "green fields"]
+
+
+def test_search_algorithm_reports_progress_and_styles_its_loaded_output(indexed, live_server):
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsProject
+
+    feedback = RecordingFeedback()
+    out = processing.runAndLoadResults("harma_search:search_text", {
+        "COLLECTION": COLLECTION, "QUERY": "a beach", "K": 5, "SERVER_URL": live_server,
+        "OUTPUT": "TEMPORARY_OUTPUT"}, feedback=feedback)
+    assert feedback.values and feedback.values[-1] == 100
+    assert any(0 < v < 100 for v in feedback.values)
+    layer = QgsProject.instance().mapLayer(out["OUTPUT"])
+    try:
+        assert isinstance(layer, QgsVectorLayer) and layer.featureCount() == 5
+        assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer)
+        assert layer.renderer().classAttribute() == "score"
+        assert layer.labelsEnabled() and "rank" in layer.labeling().settings().fieldName
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())

@@ -1,13 +1,13 @@
-"""The screenshot tool renders the dock and a styled results layer offscreen into a PNG."""
+"""The screenshot tool renders the dock at 1366x768 beside the results layer zoomed to the best hit."""
 import subprocess
 import sys
 
-from harma_search.logic.styles import RAMP
+from harma_search.snapshot import DOCK_WIDTH
 from plugin_testing import COLLECTION, REPO
 from qgis.PyQt.QtGui import QImage
 
 
-def test_screenshot_tool_shows_dock_and_scored_footprints(indexed, live_server, tmp_path):
+def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed, live_server, tmp_path):
     out = tmp_path / "shot.png"
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "plugin_screenshot.py"), "--server", live_server,
@@ -16,17 +16,21 @@ def test_screenshot_tool_shows_dock_and_scored_footprints(indexed, live_server, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(str(out))
     image = QImage(str(out))
-    assert image.width() > 1000 and image.height() >= 800
-    assert out.stat().st_size < 2_000_000
-    dock_colors = {image.pixel(x, y) for x in range(0, 440, 7) for y in range(0, image.height(), 7)}
+    assert (image.width(), image.height()) == (1366, 768)
+    assert out.stat().st_size < 3_000_000
+    dock_colors = {image.pixel(x, y) for x in range(0, DOCK_WIDTH, 7) for y in range(0, image.height(), 7)}
     assert len(dock_colors) > 20  # text, buttons and the result list were painted
-    # the map half shows the graduated fill: pixels of the score ramp blended over the raster
-    reddish = 0
-    samples = 0
-    for x in range(448, image.width(), 5):
-        for y in range(0, image.height(), 5):
+    # zoomed to the hit: its outline (score ramp, saturated orange to red) is drawn in the middle third
+    # of the map, and the imagery (not the white background) fills the map around it
+    w, h = image.width() - DOCK_WIDTH, image.height()
+    strong = white = samples = 0
+    for x in range(DOCK_WIDTH, image.width(), 3):
+        for y in range(0, h, 3):
             color = image.pixelColor(x, y)
             samples += 1
-            if color.red() > color.green() + 40 and color.red() > color.blue() + 40:
-                reddish += 1
-    assert reddish > samples * 0.02, (reddish, samples, RAMP)
+            white += color.red() > 250 and color.green() > 250 and color.blue() > 250
+            middle = DOCK_WIDTH + w / 3 <= x <= DOCK_WIDTH + 2 * w / 3 and h / 3 <= y <= 2 * h / 3
+            if middle and color.red() > 150 and color.red() > color.green() + 60 and color.red() > color.blue() + 80:
+                strong += 1
+    assert strong > 50, strong
+    assert white < samples * 0.5, (white, samples)

@@ -43,7 +43,7 @@ def test_dock_shows_the_message_then_recovers_on_retry(qgis_iface, closed_port_u
         dock.search_button.click()
         result = wait_task(controller.search_task)
         assert "not reachable" in result.error
-        assert "not reachable" in dock.search_label.text()
+        assert "not reachable" in dock.status_label.text()  # shown once, in the status line
         assert controller.layer is None
         dock.url_edit.setText(live_server)
         dock.retry_button.click()

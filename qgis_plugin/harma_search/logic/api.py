@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .errors import InputError, ServerResponseError
+from .feedback import FeedbackParams
 from .params import SearchParams
 
 API_PREFIX = "/api/v1"
@@ -66,6 +67,11 @@ def create_collection(name: str, tile_size: int | None = None, overlap: int | No
     return ApiRequest("POST", "/collections", body)
 
 
+def delete_collection(name: str) -> ApiRequest:
+    """DELETE /collections/<name>."""
+    return ApiRequest("DELETE", f"/collections/{_seg(name)}")
+
+
 def add_rasters(collection: str, paths: list[str] | tuple[str, ...]) -> ApiRequest:
     """POST /collections/<name>/rasters: starts an indexing job (202 {job_id})."""
     return ApiRequest("POST", f"/collections/{_seg(collection)}/rasters", {"paths": list(paths)})
@@ -92,6 +98,21 @@ def search(params: SearchParams) -> ApiRequest:
     if params.bbox is not None:
         body["bbox"] = list(params.bbox)
         body["bbox_crs"] = params.bbox_crs
+    if params.min_score is not None:
+        body["min_cosine"] = float(params.min_score)  # the server's min_score is its 0-1 relevance
+    return ApiRequest("POST", "/search", body)
+
+
+def feedback_search(params: FeedbackParams) -> ApiRequest:
+    """POST /search ranked by marked tiles (relevance feedback); with find_all, every tile above min_score."""
+    body: dict[str, Any] = {"positive": list(params.positive), "negative": list(params.negative),
+                            "collections": [params.collection]}
+    if params.text.strip():
+        body["text"] = params.text.strip()
+    if params.find_all:
+        body["all"] = True
+    else:
+        body["k"] = int(params.k)
     if params.min_score is not None:
         body["min_score"] = float(params.min_score)
     return ApiRequest("POST", "/search", body)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ServerResponseError
@@ -11,6 +11,7 @@ from .errors import ServerResponseError
 RESULT_FIELDS: tuple[tuple[str, str], ...] = (
     ("rank", "integer"),
     ("score", "double"),
+    ("relevance", "double"),
     ("tile_id", "integer"),
     ("raster", "string"),
     ("collection", "string"),
@@ -31,10 +32,12 @@ class Hit:
     collection: str
     query: str
     rings: tuple[Ring, ...]
+    relevance: float | None = None  # the server's calibrated 0..1 relevance, when it reports one
+
 
     def values(self) -> list[Any]:
         """Attribute values in RESULT_FIELDS order."""
-        return [self.rank, self.score, self.tile_id, self.raster, self.collection, self.query]
+        return [self.rank, self.score, self.relevance, self.tile_id, self.raster, self.collection, self.query]
 
     def wkt(self) -> str:
         """The footprint as a WKT POLYGON."""
@@ -44,7 +47,8 @@ class Hit:
     def row_text(self) -> str:
         """One line for the dock's result list."""
         name = self.raster.replace("\\", "/").rsplit("/", 1)[-1]
-        return f"#{self.rank}  {self.score:.3f}  tile {self.tile_id}  {name}"
+        relevance = "" if self.relevance is None else f" (relevance {self.relevance:.2f})"
+        return f"#{self.rank}  {self.score:.3f}{relevance}  tile {self.tile_id}  {name}"
 
 
 def _rings(geometry: Any) -> tuple[Ring, ...]:
@@ -77,17 +81,25 @@ def parse_hits(body: Any, query: str) -> list[Hit]:
                 collection=str(props.get("collection", "")),
                 query=query,
                 rings=_rings(feature.get("geometry")),
+                relevance=None if props.get("relevance") is None else float(props["relevance"]),
             ))
         except (KeyError, TypeError, ValueError) as exc:
             raise ServerResponseError(f"search hit {str(props)[:120]!r} lacks a usable {exc}") from exc
     return sorted(hits, key=lambda h: h.rank)
 
 
-def filter_min_score(hits: list[Hit], min_score: float | None) -> list[Hit]:
+def threshold_value(hit: Hit, on_relevance: bool) -> float:
+    """What a minimum compares: the relevance (falling back to the score when none is reported) or the score."""
+    return hit.relevance if on_relevance and hit.relevance is not None else hit.score
+
+
+def filter_min_score(hits: list[Hit], min_score: float | None, on_relevance: bool = False) -> list[Hit]:
     """Hits at or above min_score (all when it is None); the server filters too, this guards old ones."""
-    return list(hits) if min_score is None else [h for h in hits if h.score >= min_score]
+    if min_score is None:
+        return list(hits)
+    return [h for h in hits if threshold_value(h, on_relevance) >= min_score]
 
 
 def rerank(hits: list[Hit]) -> list[Hit]:
     """Renumber ranks 1..n in the given order (after hits were dropped by an area filter)."""
-    return [Hit(i, h.score, h.tile_id, h.raster, h.collection, h.query, h.rings) for i, h in enumerate(hits, 1)]
+    return [replace(h, rank=i) for i, h in enumerate(hits, 1)]

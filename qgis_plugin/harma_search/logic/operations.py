@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import api
-from .errors import CancelledError, ServerResponseError
-from .hits import Hit, filter_min_score, parse_hits
+from .errors import CancelledError, InputError, PluginError, ServerResponseError
+from .feedback import FeedbackParams
+from .hits import Hit, filter_min_score, parse_hits, threshold_value
 from .params import IndexParams, SearchParams
-from .status import JobStatus, ServerStatus, parse_collections, parse_health, parse_job
+from .status import JobStatus, ServerStatus, parse_health, parse_job
 
 POLL_SECONDS = 0.5
 CANCEL_WAIT_SECONDS = 30.0
@@ -38,16 +40,53 @@ def fetch_status(client: Client) -> ServerStatus:
     return parse_health(client.call(api.health()))
 
 
-def run_search(client: Client, params: SearchParams) -> list[Hit]:
-    """POST /search and return the hits (min score applied)."""
-    body = client.call(api.search(params))
-    return filter_min_score(parse_hits(body, params.label), params.min_score)
+def run_search(client: Client, params: SearchParams | FeedbackParams) -> list[Hit]:
+    """POST /search (text, example tile or marked tiles) and return the hits (min score applied)."""
+    feedback = isinstance(params, FeedbackParams)  # feedback thresholds are on relevance, the others on cosine
+    body = client.call(api.feedback_search(params) if feedback else api.search(params))
+    return filter_min_score(parse_hits(body, params.label), params.min_score, on_relevance=feedback)
+
+
+def best_score(client: Client, params: SearchParams | FeedbackParams) -> float | None:
+    """The best score the same search reaches without a min score (to say how far to lower it)."""
+    extra = {"find_all": False} if isinstance(params, FeedbackParams) else {}
+    hits = run_search(client, replace(params, min_score=None, k=1, **extra))
+    return threshold_value(hits[0], isinstance(params, FeedbackParams)) if hits else None
+
+
+def no_match_message(params: SearchParams | FeedbackParams, best: float | None) -> str:
+    """What to change when a search found nothing."""
+    label, min_score = params.label, params.min_score
+    if min_score is not None and best is not None:
+        if isinstance(params, FeedbackParams):
+            return f"No tile reaches relevance {min_score:.3f} (best here: {best:.3f}): lower the value next to Find all"
+        return f"No tile reaches min score {min_score:.3f} (best here: {best:.3f}): lower Min score or set it to 'any'"
+    return f"No tiles for '{label}' in this scope: search the whole collection or index rasters covering this area"
+
+
+def _tiling(summary: dict[str, Any]) -> str:
+    tiling = summary.get("tiling") or {}
+    if tiling.get("tile_size_m"):
+        return f"{tiling['tile_size_m']} m tiles"
+    return f"{tiling['tile_size']} px tiles" if tiling.get("tile_size") else "automatic tile size"
 
 
 def ensure_collection(client: Client, params: IndexParams) -> bool:
-    """Create the collection unless it exists; True when it was created."""
-    existing = client.call(api.list_collections())
-    if params.collection in parse_collections(existing):
+    """Create the collection unless it exists; True when it was created.
+
+    An existing collection with another tile size is refused here: the server would skip rasters already in
+    it and the new size would be silently ignored.
+    """
+    body = client.call(api.list_collections())
+    items = body.get("collections", []) if isinstance(body, dict) else body
+    summaries = {str(c.get("name")): c for c in items or () if isinstance(c, dict)}
+    summaries.update({str(c): {} for c in items or () if isinstance(c, str)})
+    if params.collection in summaries:
+        tiling = summaries[params.collection].get("tiling") or {}
+        if params.tile_size is not None and tiling and tiling.get("tile_size") != params.tile_size:
+            raise InputError(
+                f"Collection '{params.collection}' already uses {_tiling(summaries[params.collection])}, not "
+                f"{params.tile_size} px: index into a new collection name, or set Tile size to 'server default'")
         return False
     try:
         client.call(api.create_collection(params.collection, params.tile_size, params.overlap))
@@ -67,9 +106,14 @@ def run_index(
     poll_seconds: float = POLL_SECONDS,
 ) -> JobStatus:
     """Start an indexing job and poll it to the end; on cancel, cancel the server job and raise CancelledError."""
-    ensure_collection(client, params)
-    # Sent without the cancel feedback so the job id always comes back and the job can be cancelled.
-    started = client.detached().call(api.add_rasters(params.collection, params.paths))
+    created = ensure_collection(client, params)
+    try:
+        # Sent without the cancel feedback so the job id always comes back and the job can be cancelled.
+        started = client.detached().call(api.add_rasters(params.collection, params.paths))
+    except PluginError:
+        if created:  # a refused request must not leave an empty collection behind
+            client.detached().call(api.delete_collection(params.collection))
+        raise
     job_id = str(started.get("job_id", "")) if isinstance(started, dict) else ""
     if not job_id:
         raise ServerResponseError(f"the server started no job for {params.collection!r}: got {started!r}")

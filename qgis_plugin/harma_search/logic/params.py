@@ -43,7 +43,7 @@ class SearchParams:
     scope: Scope = Scope.WHOLE
     bbox: Bbox | None = None
     bbox_crs: str = WGS84
-    min_score: float | None = None
+    min_score: float | None = None  # on the cosine score (sent as min_cosine)
     # WKT (EPSG:4326) of the selected polygons; hits not touching it are dropped by the plugin.
     area_wkt: str | None = None
 
@@ -51,8 +51,11 @@ class SearchParams:
         if not self.collection.strip():
             raise InputError("No collection chosen: pick one in the collection list or index rasters first")
         has_text = bool(self.query.strip())
-        if has_text == (self.tile_id is not None):
-            raise InputError("Give either a text query or an example tile, not both and not neither")
+        if not has_text and self.tile_id is None:
+            raise InputError("Type what to look for in Query (e.g. 'a river next to farmland'), "
+                             "or select a result and press Find similar")
+        if has_text and self.tile_id is not None:
+            raise InputError("Search by text or by an example tile, not both: clear Query to find similar tiles")
         if self.tile_id is not None and (isinstance(self.tile_id, bool) or int(self.tile_id) < 1):
             raise InputError(f"tile id {self.tile_id!r} must be a positive integer from an earlier result")
         if not 1 <= int(self.k) <= MAX_K:

@@ -103,6 +103,8 @@ class JobStatus:
 
     def describe(self) -> str:
         """One line for the dock and the task manager: counts, speed and ETA."""
+        if self.state == "done" and self.total == 0 and not self.errors:
+            return "done: no new tiles (these rasters are already in the collection)"
         text = f"{self.state}: {self.done}/{self.total or '?'} tiles"
         if self.tiles_per_s:
             text += f" · {self.tiles_per_s:.1f} tiles/s"

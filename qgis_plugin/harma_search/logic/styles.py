@@ -1,10 +1,10 @@
-"""Score classes for the results layer's graduated style (equal intervals, light to dark)."""
+"""Score classes for the results layer's graduated outlines (equal intervals, light to dark)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Yellow to red: the best matches stand out darkest.
-RAMP = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
+# Saturated orange to deep red outlines (readable over a white halo on any imagery); best matches darkest.
+RAMP = ("#f5a300", "#ee6a12", "#dc3a1e", "#b8002b", "#7a0040")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..logic.params import MAX_K, Scope, SearchParams
 from ..results import result_fields, wgs84
 from ..settings import load_settings
 from .common import add_server_parameter, client_for
+from .styling import style_on_load
 
 
 class SearchByTextAlgorithm(QgsProcessingAlgorithm):
@@ -54,7 +55,8 @@ class SearchByTextAlgorithm(QgsProcessingAlgorithm):
             load_settings().default_k, False, 1, MAX_K))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only within extent", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_SCORE, "Minimum score", QgsProcessingParameterNumber.Type.Double, None, True, -1.0, 1.0))
+            self.MIN_SCORE, "Minimum score (cosine)", QgsProcessingParameterNumber.Type.Double, None, True,
+            -1.0, 1.0))
         add_server_parameter(self)
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Matching tiles", QgsProcessing.SourceType.TypeVectorPolygon))
@@ -75,17 +77,25 @@ class SearchByTextAlgorithm(QgsProcessingAlgorithm):
                 scope=Scope.EXTENT if bbox else Scope.WHOLE, bbox=bbox,
                 min_score=None if min_score is None else self.parameterAsDouble(parameters, self.MIN_SCORE, context),
             )
+            feedback.setProgressText(f"Asking the server for '{params.label}'")
+            feedback.setProgress(5)
             hits = run_search(client_for(self, parameters, context, feedback), params)
         except PluginError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        feedback.setProgress(50)
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
                                           QgsWkbTypes.Type.Polygon, wgs84())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for hit in hits:
+        for number, hit in enumerate(hits, start=1):
+            if feedback.isCanceled():
+                break
             feature = QgsFeature(result_fields())
             feature.setAttributes(hit.values())
             feature.setGeometry(QgsGeometry.fromWkt(hit.wkt()))
             sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+            feedback.setProgress(50 + 50 * number / len(hits))
+        feedback.setProgress(100)
         feedback.pushInfo(f"{len(hits)} tiles matched '{params.label}'")
+        style_on_load(context, dest)
         return {self.OUTPUT: dest}

@@ -1,0 +1,33 @@
+"""Styling Processing outputs as the dock styles its results, once QGIS loads them (a layer post-processor)."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsVectorLayer,
+)
+
+from ..results import style_results_layer
+
+
+class ResultsStyler(QgsProcessingLayerPostProcessorInterface):
+    """Graduated outlines by score and rank labels on a loaded search output."""
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 - QGIS API
+                         feedback: QgsProcessingFeedback) -> None:
+        """Called by QGIS on the main thread after the output layer was loaded."""
+        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("score") >= 0:
+            style_results_layer(layer, [float(f["score"]) for f in layer.getFeatures()])
+
+
+# QGIS does not own post-processors: keep each alive until the next run of the same output replaces it.
+_STYLERS: dict[str, ResultsStyler] = {}
+
+
+def style_on_load(context: QgsProcessingContext, destination: str) -> None:
+    """Style destination with the results style when QGIS loads it at the end of the run."""
+    if context.willLoadLayerOnCompletion(destination):
+        styler = _STYLERS[destination] = ResultsStyler()
+        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(styler)

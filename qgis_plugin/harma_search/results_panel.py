@@ -1,0 +1,135 @@
+"""The dock's results panel: the hits of the last answer, good/bad marks, and the feedback buttons."""
+from __future__ import annotations
+
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtGui import QBrush, QColor
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .logic.feedback import BAD, GOOD, Marks
+from .logic.hits import Hit
+
+MARK_BACKGROUND = {GOOD: "#d9f2d9", BAD: "#f8d7d7"}
+
+
+class ResultsPanel(QGroupBox):
+    """Lists hits with their marks; emits what the analyst asks for."""
+
+    hitActivated = pyqtSignal(object)  # Hit
+    markRequested = pyqtSignal(object, str)  # list[Hit], GOOD or BAD
+    clearMarksRequested = pyqtSignal()
+    markOnMapRequested = pyqtSignal()
+    refineRequested = pyqtSignal()
+    findAllRequested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Results", parent)
+        self.hits: list[Hit] = []
+        layout = QVBoxLayout(self)
+        self.header = QLabel("No search yet")
+        self.header.setWordWrap(True)
+        self.list = QListWidget()
+        self.list.setMinimumHeight(110)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.currentRowChanged.connect(self._row_changed)
+        self.similar_button = QPushButton("Find similar")
+        self.pick_button = QPushButton("Pick on map")
+        self.export_button = QPushButton("Export…")
+        self.good_button = QPushButton("Good")
+        self.good_button.setToolTip("Mark the selected results as what you are looking for")
+        self.good_button.clicked.connect(lambda: self._mark(GOOD))
+        self.bad_button = QPushButton("Bad")
+        self.bad_button.setToolTip("Mark the selected results as not what you are looking for")
+        self.bad_button.clicked.connect(lambda: self._mark(BAD))
+        self.mark_on_map_button = QPushButton("Mark on map")
+        self.mark_on_map_button.setToolTip("Click result tiles on the map: left button good, right button bad")
+        self.mark_on_map_button.clicked.connect(self.markOnMapRequested)
+        self.clear_marks_button = QPushButton("Clear marks")
+        self.clear_marks_button.clicked.connect(self.clearMarksRequested)
+        self.use_text_check = QCheckBox("with the query text")
+        self.use_text_check.setChecked(True)
+        self.refine_button = QPushButton("Refine")
+        self.refine_button.setToolTip("New results layer ranked by your good and bad marks")
+        self.refine_button.clicked.connect(self.refineRequested)
+        self.find_all_button = QPushButton("Find all, relevance ≥")
+        self.find_all_button.setToolTip("Every tile of the collection scoring at least this, exported as footprints")
+        self.find_all_button.clicked.connect(self.findAllRequested)
+        self.find_all_score_spin = QDoubleSpinBox()
+        self.find_all_score_spin.setRange(0.0, 1.0)
+        self.find_all_score_spin.setToolTip("Minimum relevance (0 to 1) of the tiles Find all returns")
+        self.find_all_score_spin.setDecimals(3)
+        self.find_all_score_spin.setSingleStep(0.01)
+        self.find_all_score_spin.setValue(0.5)
+        self.marks_label = QLabel(Marks().describe())
+        self.marks_label.setWordWrap(True)
+        grid = QGridLayout()
+        rows = ((self.similar_button, self.pick_button, self.export_button),
+                (self.good_button, self.bad_button, self.mark_on_map_button),
+                (self.clear_marks_button, self.refine_button, self.use_text_check),
+                (self.find_all_button, self.find_all_score_spin))
+        for r, row in enumerate(rows):
+            for c, widget in enumerate(row):
+                grid.addWidget(widget, r, c)
+        layout.addWidget(self.header)
+        layout.addWidget(self.list)
+        layout.addLayout(grid)
+        layout.addWidget(self.marks_label)
+
+    def _mark(self, label: str) -> None:
+        rows = sorted({index.row() for index in self.list.selectedIndexes()})
+        hits = [self.hits[r] for r in rows if 0 <= r < len(self.hits)]
+        if hits:
+            self.markRequested.emit(hits, label)
+        else:
+            self.marks_label.setText("Select one or more results first, then press Good or Bad")
+
+    def _row_changed(self, row: int) -> None:
+        if 0 <= row < len(self.hits):
+            self.hitActivated.emit(self.hits[row])
+
+    def begin(self, label: str) -> None:
+        """A new search started: drop the old rows so they are never shown under the new query."""
+        self.show_hits([], f"Searching '{label}'…")
+
+    def show_hits(self, hits: list[Hit], header: str, marks: Marks | None = None) -> None:
+        """Fill the list with the hits of the last answer."""
+        self.hits = list(hits)
+        self.header.setText(header)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for hit in self.hits:
+            self.list.addItem(QListWidgetItem(hit.row_text()))
+        self.list.blockSignals(False)
+        self.show_marks(marks or Marks())
+
+    def show_marks(self, marks: Marks) -> None:
+        """Show each row's mark (text and background) and the marks summary."""
+        for row, hit in enumerate(self.hits):
+            item = self.list.item(row)
+            label = marks.label(hit.tile_id) if marks.collection == hit.collection else None
+            item.setText(hit.row_text() + (f"  · {label}" if label else ""))
+            item.setBackground(QBrush(QColor(MARK_BACKGROUND[label])) if label else QBrush())
+        self.marks_label.setText(marks.describe())
+
+    def selected_hit(self) -> Hit | None:
+        """The hit of the current row, if any."""
+        row = self.list.currentRow()
+        return self.hits[row] if 0 <= row < len(self.hits) else None
+
+    def select_hit(self, tile_id: int) -> None:
+        """Make the row of tile_id current (used by the map picker)."""
+        for row, hit in enumerate(self.hits):
+            if hit.tile_id == int(tile_id):
+                self.list.setCurrentRow(row)
+                return
