@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="what runs the model: auto (ONNX Runtime on CPU, torch on CUDA), torch or onnx")
+    ap.add_argument("--gdal-cache-mb", type=int, default=None,
+                    help="GDAL block cache in MB (default 64, or GDAL_CACHEMAX from the environment)")
     return ap.parse_args(argv)
 
 
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, device=args.device, runtime=args.runtime)
         app = create_app({"LOADED_MODEL": model,
                           "STORE": args.store, "ALLOWED_ROOTS": args.allowed_root, "TOKEN": args.token,
-                          "MODEL": args.model, "DEVICE": args.device, "BATCH_SIZE": args.batch_size})
+                          "MODEL": args.model, "DEVICE": args.device, "BATCH_SIZE": args.batch_size,
+                          "GDAL_CACHE_MB": args.gdal_cache_mb})
     except HarmaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -66,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HarMA Search serving on http://{args.host}:{httpd.server_port}/api/v1 "
           f"(model {services.model.identity} on {getattr(model, 'runtime', 'torch')}, "
           f"store {services.store.root})", flush=True)
+    if not services.store.writable:
+        print(f"note: store {services.store.root} is read-only: searching works, creating collections and "
+              "indexing do not", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        services.jobs.shutdown()  # cancelled jobs save their index before exit
+        services.close()  # cancelled jobs save their index before exit; the store lock is released
         httpd.server_close()
     return 0
 

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from server.errors import InvalidRequest, Unauthorized
 from server.previews import tile_geotiff, tile_png
 from server.services import Services
+from server.training_job import start_training, switch_model
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -25,7 +26,11 @@ def _json(data: Any, status: int = 200, mimetype: str = "application/json") -> R
 
 
 def _body() -> Any:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the JSON decoder recurses per nesting level; silent=True only covers ValueError
+        raise InvalidRequest("the JSON body nests too deeply; send a flat object such as "
+                             "{\"text\": \"a river\", \"k\": 10}") from None
     if body is None:
         raise InvalidRequest("the request body must be JSON with Content-Type: application/json")
     return body
@@ -98,6 +103,19 @@ def job_status(job_id: str) -> Response:
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
     return _json(services().jobs.cancel(job_id).to_dict())
+
+
+@bp.post("/train")
+def train() -> Response:
+    job = start_training(services(), _body())
+    resp = _json(job.to_dict(), 202)
+    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
+    return resp
+
+
+@bp.post("/model")
+def serve_model() -> Response:
+    return _json(switch_model(services(), _body()))
 
 
 @bp.post("/search")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response
+from rasterio.env import set_gdal_config
 from werkzeug.exceptions import HTTPException
 
 from harma_core import HarmaError, create_model
@@ -17,6 +18,7 @@ from server.jobs import JobManager
 from server.search import TextEmbedder
 from server.services import Services
 from server.store import Store
+from server.storelock import StoreLock
 
 log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
@@ -30,7 +32,11 @@ DEFAULTS: dict[str, Any] = {
     "CHECKPOINT_EVERY": 2048,
     "MAX_CONTENT_LENGTH": 1 << 20,  # 1 MiB: requests carry paths and queries, never data
     "LOADED_MODEL": None,  # an already created model to share (tests, embedding apps)
+    "LOCK_STORE": True,  # one server per store: a second one is refused with the holder's PID
+    "GDAL_CACHE_MB": None,  # GDAL's block cache; None: 64 MB unless GDAL_CACHEMAX is set in the environment
 }
+GDAL_CACHE_MB = 64  # GDAL's own default (5% of RAM) takes GBs on huge rasters for no speed-up here
+
 
 
 def _roots(value: Any) -> list[Path]:
@@ -43,6 +49,17 @@ def _roots(value: Any) -> list[Path]:
     return roots
 
 
+def _limit_gdal_cache(mb: Any) -> None:
+    """Set GDAL's block cache (process-wide) before rasters are read; an explicit GDAL_CACHEMAX wins over the
+    default."""
+    if mb is None and "GDAL_CACHEMAX" in os.environ:
+        return
+    mb = GDAL_CACHE_MB if mb is None else int(mb)
+    if mb < 1:
+        raise ServerError(f"GDAL cache of {mb} MB is too small; give at least 1 (default {GDAL_CACHE_MB})")
+    set_gdal_config("GDAL_CACHEMAX", mb * 2**20)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app; the model is created (or taken from LOADED_MODEL) once and shared by all requests."""
     app = Flask(__name__)
@@ -50,11 +67,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("HARMA")
     app.config.update(config or {})
     cfg = app.config
-    model = cfg["LOADED_MODEL"] or create_model(cfg["MODEL"], device=cfg["DEVICE"])
-    app.extensions["harma"] = Services(
-        store=Store(cfg["STORE"], checkpoint_every=int(cfg["CHECKPOINT_EVERY"])), model=model,
-        jobs=JobManager(), embed_text=TextEmbedder(model, int(cfg["TEXT_CACHE_SIZE"])),
-        allowed_roots=_roots(cfg["ALLOWED_ROOTS"]), batch_size=int(cfg["BATCH_SIZE"]))
+    _limit_gdal_cache(cfg["GDAL_CACHE_MB"])
+    store = Store(cfg["STORE"], checkpoint_every=int(cfg["CHECKPOINT_EVERY"]))
+    lock = StoreLock(store.root) if cfg["LOCK_STORE"] and store.writable else None  # read-only: nobody writes
+    if lock is not None:
+        lock.acquire()  # before the model loads: a refused second server fails fast
+    try:
+        model = cfg["LOADED_MODEL"] or create_model(cfg["MODEL"], device=cfg["DEVICE"])
+        app.extensions["harma"] = Services(
+            store=store, model=model,
+            jobs=JobManager(), embed_text=TextEmbedder(model, int(cfg["TEXT_CACHE_SIZE"])),
+            allowed_roots=_roots(cfg["ALLOWED_ROOTS"]), batch_size=int(cfg["BATCH_SIZE"]), store_lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if not store.writable:
+        log.warning("store %s is read-only: searching works, creating collections and indexing do not", store.root)
     app.register_blueprint(bp)
 
     @app.errorhandler(ServerError)

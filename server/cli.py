@@ -103,9 +103,17 @@ def format_hits(fc: dict[str, Any]) -> str:
 
 
 def check_collections(store_dir: str, names: list[str]) -> None:
-    """Fail fast, before a model is loaded, when a collection does not exist."""
-    store = Store(store_dir)
+    """Fail fast, before a model is loaded, when the store or a collection does not exist or is broken."""
+    store = Store(store_dir, create=False)
     for name in names:
+        store.get(name)
+
+
+def check_index_target(store_dir: str, name: str) -> None:
+    """Fail fast, before a model is loaded, when the store is read-only or the collection is broken."""
+    store = Store(store_dir)
+    store.require_writable()
+    if name in store.names():
         store.get(name)
 
 
@@ -113,7 +121,7 @@ def run_search(store_dir: str, collections: list[str], text: str, model: Any, k:
                min_score: float | None = None, bbox: list[float] | None = None, bbox_crs: str = "EPSG:4326",
                as_json: bool = False, out_path: str | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
     """Search collections for a text and print the hits (as one JSON line last when as_json)."""
-    store = Store(store_dir)
+    store = Store(store_dir, create=False)
     body: dict[str, Any] = {"text": text, "k": k, "collections": collections}
     if min_score is not None:
         body["min_score"] = min_score

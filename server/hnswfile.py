@@ -21,6 +21,7 @@ import numpy as np
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData (size_t),
 # maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double), ef_construction (size_t)
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_LINKS = struct.Struct("<I")
 _SAMPLES = 16  # vectors compared with get_items when a view is opened
 _CHUNK = 1 << 16  # rows whose labels are read before their pages are released
 
@@ -86,3 +87,46 @@ class VectorFile:
         """A copy of one label's vector, None when the label is not in the file."""
         pos = int(self.positions(np.array([label], dtype=np.int64))[0])
         return np.array(self.vectors[pos]) if pos >= 0 else None
+
+
+class IndexFileError(ValueError):
+    """A saved index file that is truncated, damaged or of another dimension; `kind` says which."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # truncated | layout | dimension
+
+
+def check_file(fd: int, dim: int, name: str = "index.bin") -> int:
+    """Check the file open at fd against hnswlib 0.8's layout for `dim`-dimensional vectors, down to its exact
+    length (the walk hnswlib's own loader does), before hnswlib reads it: hnswlib trusts the header, and a wrong
+    dimension corrupts its heap. Returns the number of elements."""
+    size = os.fstat(fd).st_size
+    if size < _HEADER.size:
+        raise IndexFileError("truncated", f"{name} is truncated: {size} bytes, less than its {_HEADER.size}-byte header")
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
+        (off0, max_elements, count, per_row, label_off, data_off, max_level, enter, max_m, max_m0, m, _, _
+         ) = _HEADER.unpack_from(buf, 0)
+        if (off0 != 0 or not 2 <= m <= 4096 or max_m != m or max_m0 != 2 * m or data_off != max_m0 * 4 + 4
+                or label_off <= data_off or (label_off - data_off) % 4 or per_row != label_off + 8
+                or count > max_elements or (count and (enter >= count or not 0 <= max_level < 256))):
+            raise IndexFileError("layout", f"{name} is not an hnswlib index as this server writes them (damaged, "
+                                           "or written by another program)")
+        if label_off - data_off != dim * 4:
+            raise IndexFileError("dimension", f"{name} holds {(label_off - data_off) // 4}-dimensional vectors but "
+                                              f"manifest.json says {dim}")
+        pos, links = _HEADER.size + count * per_row, max_m * 4 + 4
+        for _ in range(count if pos <= size else 0):  # each element: a uint32 byte count, then its link lists
+            if pos + 4 > size:
+                pos = size + 1
+                break
+            (n,) = _LINKS.unpack_from(buf, pos)
+            if n % links:
+                raise IndexFileError("layout", f"{name} is damaged: a link list of {n} bytes at offset {pos}")
+            pos += 4 + n
+    if pos > size:
+        raise IndexFileError("truncated", f"{name} is truncated: {size} bytes, too few for the {count} vectors "
+                                          "its header announces")
+    if pos != size:
+        raise IndexFileError("layout", f"{name} is {size} bytes but its {count} vectors and links take {pos}")
+    return int(count)

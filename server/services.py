@@ -15,6 +15,7 @@ from server.paths import find_rasters, resolve_allowed
 from server.pipeline import Progress, index_rasters
 from server.search import SearchRequest, TextEmbedder, search
 from server.store import Collection, Store
+from server.storelock import StoreLock
 from server.tiling import TilingParams
 
 _COLLECTION_KEYS = {"name", "model"}
@@ -31,6 +32,7 @@ class Services:
     embed_text: TextEmbedder
     allowed_roots: list[Path]
     batch_size: int = 32
+    store_lock: StoreLock | None = None  # held while this app serves the store
 
     def health(self) -> dict[str, Any]:
         """Liveness plus what the server is running."""
@@ -39,10 +41,18 @@ class Services:
                 "collections": self.store.names(), "allowed_roots": [str(r) for r in self.allowed_roots],
                 "jobs_active": sum(j.state in ("queued", "running") for j in self.jobs.list())}
 
+    def close(self) -> None:
+        """Stop the jobs (cancelled ones save their index) and give the store up."""
+        self.jobs.shutdown()
+        if self.store_lock is not None:
+            self.store_lock.release()
+
     def collection_summary(self, name: str, with_rasters: bool = False) -> dict[str, Any]:
-        """Summary of one collection, optionally with its rasters."""
+        """Summary of one collection, optionally with its rasters; a broken one says why and how to fix it."""
+        out = self.store.describe(name)
+        if out["state"] == "broken":
+            return out
         col = self.store.get(name)
-        out = col.summary()
         out["busy"] = self.jobs.busy(name)
         if with_rasters:
             out["raster_list"] = [{"path": r.path, "state": r.state, "tiles": r.tiles, "nodata_tiles": r.skipped}
@@ -71,8 +81,7 @@ class Services:
         return self.collection_summary(name), True
 
     def delete_collection(self, name: str) -> None:
-        """Delete a collection no job is using."""
-        self.store.get(name)
+        """Delete a collection no job is using (a broken one too)."""
         if self.jobs.busy(name):
             raise Conflict(f"collection {name!r} has a queued or running job; cancel it first")
         self.store.delete(name)
@@ -94,6 +103,7 @@ class Services:
         """Validate paths now, index them in a background job."""
         col = self.store.get(name)
         col.check_model(self.model.identity)
+        self.store.require_writable()
         if not self.allowed_roots:
             raise PathNotAllowed("the server has no allowed roots; restart it with --allowed-root DIR")
         files = self._rasters_from(body)

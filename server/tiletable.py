@@ -135,9 +135,12 @@ class TileTable:
             return {row[0] for row in conn.execute("SELECT fid FROM tiles WHERE deleted = 0")}
 
     def delete_rows(self, ids: Iterable[int]) -> None:
-        """Drop rows outright (used for rows whose vectors never reached a saved index)."""
+        """Drop rows outright (used for rows whose vectors never reached a saved index); a complete raster that
+        loses tiles so goes back to 'indexing', so that re-adding it recomputes them."""
         ids = [(i,) for i in ids]
         with self.connect() as conn:
+            conn.executemany("UPDATE rasters SET state = 'indexing' WHERE state = 'complete' AND path = "
+                             "(SELECT raster FROM tiles WHERE fid = ?)", ids)
             conn.executemany("DELETE FROM tiles WHERE fid = ?", ids)
             if self._has_rtree(conn):
                 conn.executemany(f"DELETE FROM {_RTREE} WHERE id = ?", ids)  # noqa: S608

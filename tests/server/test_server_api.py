@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from server_testutil import GEOTIFF_DIR, SMALL, TINY
 
 from server.app import create_app
+from server.services import Services
 
 
 @pytest.fixture()
@@ -82,10 +83,12 @@ def test_request_shape_errors_are_json(client):
     error_of(client.put("/api/v1/health"), 405)
 
 
-def test_unexpected_failures_are_json_without_traceback(client, fresh):
-    os.remove(fresh / "base" / "tiles.gpkg")  # a store broken under the server's feet
-    detail = error_of(client.get("/api/v1/collections/base"), 500)
-    assert "server log" in detail
+def test_unexpected_failures_are_json_without_traceback(client, fresh, monkeypatch):
+    os.remove(fresh / "base" / "tiles.gpkg")  # a collection broken under the server's feet is listed as broken
+    assert client.get("/api/v1/collections/base").get_json()["reason"] == "tiles.gpkg is missing"
+    monkeypatch.setattr(Services, "health", lambda self: 1 / 0)  # a bug in any view
+    detail = error_of(client.get("/api/v1/health"), 500)
+    assert "server log" in detail and "ZeroDivisionError" in detail and "Traceback" not in detail
 
 
 def test_index_job_search_and_previews(client):
