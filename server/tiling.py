@@ -33,6 +33,7 @@ from harma_core.grid import (  # noqa: F401  (the grid lives in harma_core; name
     axis_offsets,
     bounds_window,
     grid_windows,
+    metres_per_pixel,
     read_window,
     window_bounds,
 )
@@ -258,20 +259,11 @@ def choose_bands(colorinterp: tuple[ColorInterp, ...], count: int,
         raise RasterError(str(e)) from e
 
 
-def _metres_per_pixel(ds: rasterio.DatasetReader) -> float:
-    """Ground size of one pixel (x direction) in metres, at the raster's centre latitude when geographic."""
-    res = abs(ds.transform.a)
-    if ds.crs.is_geographic:
-        _, lat = ds.xy(ds.height // 2, ds.width // 2)
-        return res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
-    return res * ds.crs.linear_units_factor[1]
-
-
 def _metres_to_pixels(ds: rasterio.DatasetReader, metres: float, what: str) -> int:
     """Convert a length in metres to pixels through the transform; refuse more than MAX_SIDE pixels."""
     if ds.crs is None:
         raise RasterError(f"{ds.name} has no CRS, so a tile size in metres cannot be converted; use pixels")
-    per_px = _metres_per_pixel(ds)
+    per_px = metres_per_pixel(ds)
     px = max(1, round(metres / per_px))
     if px > MAX_SIDE:
         raise RasterError(f"{what}={metres} is {px} pixels of {per_px:.3g} m in {ds.name}; tiles may be at most "
@@ -293,7 +285,7 @@ def tile_pixels(ds: rasterio.DatasetReader, params: TilingParams) -> tuple[int, 
         tile = 256
     else:
         lo, hi = params.auto_tile_px
-        tile = min(max(round(params.auto_tile_m / _metres_per_pixel(ds)), lo), hi)
+        tile = min(max(round(params.auto_tile_m / metres_per_pixel(ds)), lo), hi)
     overlap = _metres_to_pixels(ds, params.overlap_m, "overlap_m") if params.overlap_m else params.overlap
     tile = max(tile, MIN_SIDE)
     return tile, min(overlap, tile - 1)
