@@ -66,7 +66,7 @@ def metres_per_pixel(ds: rasterio.DatasetReader) -> float:
 
     The raster must have a CRS (callers refuse CRS-less rasters first, with their own message).
     """
-    res = abs(ds.transform.a)
+    res = math.hypot(ds.transform.a, ds.transform.d)  # the x pixel vector's length, rotated grids too
     if ds.crs.is_geographic:
         _, lat = ds.xy(ds.height // 2, ds.width // 2)
         return res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)

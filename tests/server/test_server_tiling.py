@@ -301,3 +301,10 @@ def test_auto_tiling_is_recorded_as_a_rule_and_explicit_sizes_win():
 def test_auto_tiling_without_a_crs_keeps_256_pixels(make_raster):
     path = make_raster("nocrs.tif", noise(3, 300, 300), crs=None)
     assert inspect_raster(str(path), TilingParams(pixel_coords=True)).tile == 256
+
+
+def test_auto_tiling_on_a_rotated_grid(make_raster):
+    # rotated 90 degrees: the x pixel vector is (0, -1 m), so transform.a is 0
+    path = make_raster("rotated.tif", noise(3, 400, 400), transform=Affine(0.0, 1.0, 500_000.0, -1.0, 0.0, 5e6))
+    assert inspect_raster(str(path), TilingParams()).tile == 300
+    assert inspect_raster(str(path), TilingParams(tile_size_m=100.0)).tile == 100
