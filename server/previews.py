@@ -13,10 +13,9 @@ from PIL import Image
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from harma_core.raster_pixels import read_rgb
+from harma_core.grid import read_window
 from server.errors import NotFound, RasterError
 from server.store import Collection
-from server.tiling import TILE_RESAMPLING
 
 MAX_PREVIEW_SIDE = 1024
 
@@ -39,17 +38,15 @@ def tile_png(col: Collection, tile_id: int, max_side: int = 512) -> bytes:
     """PNG of a tile with the bands and stretch used for indexing, at most max_side pixels on a side."""
     max_side = max(16, min(int(max_side), MAX_PREVIEW_SIDE))
     row, info, window = _locate(col, tile_id)
-    h, w = int(window.height), int(window.width)
-    scale = min(1.0, max_side / max(h, w))
-    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
     stretch = tuple(tuple(s) for s in info["stretch"]) if info.get("stretch") else None
     try:
         with rasterio.open(row["raster"]) as ds:  # the encoder's read: same bands, stretch, palette, resampling
-            rgb = read_rgb(ds, info["bands"], window, shape, stretch, TILE_RESAMPLING)
+            rgb = read_window(ds, info["bands"], stretch, window, max_side)
     except rasterio.errors.RasterioIOError as e:
         raise RasterError(f"cannot read {row['raster']} for tile {tile_id}: {e}") from e
-    if rgb is None:
-        rgb = np.zeros((*shape, 3), dtype=np.uint8)
+    if rgb is None:  # all nodata (the file changed since indexing): black, at the size of the read
+        scale = min(1.0, max_side / max(int(window.height), int(window.width)))
+        rgb = np.zeros((max(1, round(window.height * scale)), max(1, round(window.width * scale)), 3), np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(buf, format="PNG", optimize=False)
     return buf.getvalue()
