@@ -136,6 +136,9 @@ class HarmaDock(QgsDockWidget):
         for scope, label in SCOPE_LABELS.items():
             self.scope_combo.addItem(label, scope.value)
         self.area_layer_combo = QgsMapLayerComboBox()
+        for combo in (self.collection_combo, self.scope_combo, self.area_layer_combo):  # narrow docks too
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         self.area_layer_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.scope_combo.currentIndexChanged.connect(self._scope_changed)
         self.min_score_spin = QDoubleSpinBox()

@@ -57,12 +57,12 @@ class ResultsPanel(QGroupBox):
         self.mark_on_map_button.clicked.connect(self.markOnMapRequested)
         self.clear_marks_button = QPushButton("Clear marks")
         self.clear_marks_button.clicked.connect(self.clearMarksRequested)
-        self.use_text_check = QCheckBox("with the query text")
+        self.use_text_check = QCheckBox("Refine with the query text too")
         self.use_text_check.setChecked(True)
         self.refine_button = QPushButton("Refine")
         self.refine_button.setToolTip("New results layer ranked by your good and bad marks")
         self.refine_button.clicked.connect(self.refineRequested)
-        self.find_all_button = QPushButton("Find all, relevance ≥")
+        self.find_all_button = QPushButton("Find all ≥")
         self.find_all_button.setToolTip("Every tile of the collection scoring at least this, exported as footprints")
         self.find_all_button.clicked.connect(self.findAllRequested)
         self.find_all_score_spin = QDoubleSpinBox()
@@ -74,13 +74,12 @@ class ResultsPanel(QGroupBox):
         self.marks_label = QLabel(Marks().describe())
         self.marks_label.setWordWrap(True)
         grid = QGridLayout()
-        rows = ((self.similar_button, self.pick_button, self.export_button),
-                (self.good_button, self.bad_button, self.mark_on_map_button),
-                (self.clear_marks_button, self.refine_button, self.use_text_check),
-                (self.find_all_button, self.find_all_score_spin))
+        rows = ((self.similar_button, self.pick_button), (self.export_button, self.mark_on_map_button),
+                (self.good_button, self.bad_button), (self.refine_button, self.clear_marks_button),
+                (self.use_text_check,), (self.find_all_button, self.find_all_score_spin))
         for r, row in enumerate(rows):
             for c, widget in enumerate(row):
-                grid.addWidget(widget, r, c)
+                grid.addWidget(widget, r, c, 1, 2 if len(row) == 1 else 1)
         layout.addWidget(self.header)
         layout.addWidget(self.list)
         layout.addLayout(grid)

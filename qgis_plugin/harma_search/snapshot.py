@@ -88,6 +88,9 @@ def search_screenshot(server_url: str, collection: str, query: str, k: int, out_
     dock.query_edit.setText(query)
     dock.show_hits(hits, f"{len(hits)} tiles for '{params.label}' · best score {hits[0].score:.3f}")
     dock.results_list.setCurrentRow(0)
+    dock.resize(QSize(DOCK_WIDTH, screen.height()))
+    dock.show()
+    dock.tabs.currentWidget().ensureWidgetVisible(dock.results.find_all_button)  # the feedback buttons too
     dock_image = grab_widget(dock, QSize(DOCK_WIDTH, screen.height()))
     image = side_by_side(dock_image, map_image, gap=0)
     dock.disconnect_project()

@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .index_algorithm import IndexRastersAlgorithm
 from .search_algorithm import SearchByTextAlgorithm
+from .train_algorithm import TrainAdapterAlgorithm
 
 ICON = str(Path(__file__).resolve().parents[1] / "icon.svg")
 
@@ -31,3 +32,4 @@ class HarmaProvider(QgsProcessingProvider):
         """Add the algorithms."""
         self.addAlgorithm(SearchByTextAlgorithm())
         self.addAlgorithm(IndexRastersAlgorithm())
+        self.addAlgorithm(TrainAdapterAlgorithm())
