@@ -31,7 +31,7 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(fresh, model):
     from server.errors import StoreInUse
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from server.storelock import StoreLock; "
-                               "StoreLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
+                               "lock = StoreLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(600)",
                                str(fresh)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
