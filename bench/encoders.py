@@ -4,7 +4,7 @@
 The limit is measured in the same run: a large fp32 matmul's GFLOP/s divided by the model's GFLOPs per image
 (counted with torch.utils.flop_counter). Also measured on harma-lite: channels_last, inference_mode, thread
 count and dynamic int8 quantisation of the text tower's Linear layers (speed and retrieval mR before/after on
-the shared validation split). Run `python bench/encoders.py [--quick]`; the last stdout line is JSON.
+the shared validation split), and ONNX Runtime against torch interleaved at the same batch (bench/onnx_variants.py). Run `python bench/encoders.py [--quick]`; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -112,9 +112,38 @@ def measure_model(name: str, device: torch.device, limit: float, args: argparse.
     out = throughput(loaded, n_images, texts, args.repeat, min(args.batch, n_images))
     out.update(gflops_per_image=g_img, gflops_per_text=g_txt, load_s=load_s, identity=loaded.identity,
                fraction_of_limit=out["images_per_s"] * g_img / limit,
-               text_fraction_of_limit=out["texts_per_s"] * g_txt / limit, n_images=n_images)
-    if name == "harma-lite" and device.type == "cpu":
+               text_fraction_of_limit=out["texts_per_s"] * g_txt / limit, n_images=n_images, runtime="torch")
+    if device.type == "cpu" and name in args.onnx_models:
+        out["onnx"] = onnx_runtime(loaded, n_images, texts, g_img, limit, args)
+    if name == "harma-lite" and device.type == "cpu" and not args.no_variants:
         out["variants"] = variants(loaded, args)
+    return out
+
+
+def onnx_runtime(loaded: Any, n_images: int, texts: list[str], g_img: float, limit: float,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """ONNX Runtime vs torch interleaved at the same batch, ORT settings, int8 text graph; mR of both."""
+    import onnx_variants as ov
+
+    from harma_core.onnx_runtime import exported_folder, with_runtime
+
+    t0 = time.perf_counter()
+    onnx_model = with_runtime(loaded, "onnx")
+    out: dict[str, Any] = {"load_s": time.perf_counter() - t0, "cached": exported_folder(loaded)[1]}
+    images = random_images(n_images, loaded.image_size)
+    both = {"torch": loaded, "onnx": onnx_model}
+    cmp = ov.compare_runtimes(both, images, texts, min(args.batch, n_images), args.rounds)
+    for r in cmp.values():
+        r["fraction_of_limit"] = r["images_per_s"] * g_img / limit
+    out.update(images_per_s=cmp["onnx"]["images_per_s"], texts_per_s=cmp["onnx"]["texts_per_s"],
+               fraction_of_limit=cmp["onnx"]["fraction_of_limit"], text_p50_ms=cmp["onnx"]["text_p50_ms"],
+               image_speedup=cmp["onnx"]["images_per_s"] / cmp["torch"]["images_per_s"],
+               text_speedup=cmp["torch"]["text_p50_ms"] / cmp["onnx"]["text_p50_ms"], interleaved=cmp)
+    out["settings"] = ov.ort_settings(loaded, onnx_model.folder, images, texts, min(args.batch, n_images),
+                                      args.rounds, os.cpu_count() or 1)
+    splits = eval_items(args.quick)
+    out["mR"] = ov.runtime_mr(both, splits)
+    out["int8_text"] = ov.ort_int8_text(loaded, onnx_model.folder, texts, splits, args.rounds)
     return out
 
 
@@ -237,6 +266,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small batches, one timed repeat (about a minute)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="model names (default: both)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. the cores)")
+    ap.add_argument("--onnx-models", nargs="*", default=["harma-lite"],
+                    help="models also measured on ONNX Runtime, interleaved with torch (default harma-lite)")
+    ap.add_argument("--no-variants", action="store_true", help="skip the torch CPU settings (channels_last...)")
     ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                     help="cpu, cuda, or all available (default)")
     args = ap.parse_args(argv)
@@ -258,6 +290,17 @@ def report(result: dict[str, Any]) -> str:
             for d, models in result["by_device"].items() for m, r in models.items()]
     out = [table(rows, title="encoder throughput vs matmul limit "
                  f"({', '.join(f'{d}: {g:.1f} GFLOP/s' for d, g in result['limit_gflops'].items())})")]
+    orows = [{"model": m, **{f"{rt} {k}": r["onnx"]["interleaved"][rt][key] for k, key in
+                             (("img/s", "images_per_s"), ("fraction", "fraction_of_limit"), ("p50 ms", "text_p50_ms"))
+                             for rt in ("torch", "onnx")}, "img speedup": r["onnx"]["image_speedup"]}
+             for m, r in result["models"].items() if "onnx" in r]
+    if orows:
+        out.append(table(orows, title="ONNX Runtime vs torch, interleaved, same batch (p50: one query alone)"))
+        for m, r in result["models"].items():
+            if "onnx" in r:
+                out.append(table([{"setting": k, **v} for k, v in r["onnx"]["settings"].items()],
+                                 title=f"{m} ORT settings"))
+                out.append(f"{m} mR torch vs onnx: {r['onnx']['mR']}\n{m} ORT int8 text: {r['onnx']['int8_text']}")
     var = result["models"].get("harma-lite", {}).get("variants")
     if var:
         vrows = [{"setting": k, "value": v} for k, v in var.items() if not isinstance(v, dict)]

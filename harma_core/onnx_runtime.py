@@ -189,15 +189,15 @@ def exported_folder(loaded: LoadedModel, root: Path | None = None) -> tuple[Path
     return folder, False
 
 
-def session_options(threads: int | None = None, spin: bool = False) -> Any:
-    """ORT CPU session options: all graph optimisations; threads default to the cores; no spin-waiting.
-
-    Spinning intra-op threads burn the cores that tile readers and other processes need between batches.
-    """
+def session_options(threads: int | None = None, spin: bool = False, level: str = "all") -> Any:
+    """ORT CPU session options: graph optimisation `level` (basic, extended, all), threads (default: the
+    cores), no spin-waiting: spinning intra-op threads burn the cores tile readers need between batches."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     so.intra_op_num_threads = int(threads or 0)
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -210,17 +210,18 @@ class OnnxModel:
 
     runtime = "onnx"
 
-    def __init__(self, loaded: LoadedModel, folder: Path, threads: int | None = None, spin: bool = False) -> None:
+    def __init__(self, loaded: LoadedModel, folder: Path, threads: int | None = None, spin: bool = False,
+                 level: str = "all", text_graph: str = "text.onnx") -> None:
         import onnxruntime as ort
 
         self.loaded = loaded
         self.folder = folder
         meta = json.loads((folder / "meta.json").read_text())
         self.pad_token_id: int | None = meta["pad_token_id"]
-        opts = session_options(threads, spin)
+        opts = session_options(threads, spin, level)
         self.image_session = ort.InferenceSession(str(folder / "image.onnx"), opts,
                                                   providers=["CPUExecutionProvider"])
-        self.text_session = ort.InferenceSession(str(folder / "text.onnx"), opts,
+        self.text_session = ort.InferenceSession(str(folder / text_graph), opts,
                                                  providers=["CPUExecutionProvider"])
 
     def __getattr__(self, name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Embedding pipeline: a reader thread tiles rasters into batches while the caller's thread encodes them."""
+"""Embedding pipeline: a reader thread (fed by tile-reading processes) batches tiles while the caller's
+thread encodes them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import rasterio
 
 from harma_core import embed_images
 from server.errors import RasterError, ServerError
 from server.store import Collection
-from server.tiling import RasterInfo, TileRecord, inspect_raster, plan_windows, read_tile, tile_record
+from server.tile_reader import chunks, default_workers, read_chunks
+from server.tiling import RasterInfo, TileRecord, inspect_raster, plan_windows
 
 log = logging.getLogger(__name__)
 _QUEUE_BATCHES = 4  # batches read ahead; bounds memory while keeping the encoder fed
@@ -96,8 +97,9 @@ class _Batch:
 
 
 def _reader(plans: list[_Plan], batch_size: int, out_side: int | None, out: queue.Queue,
-            stop: threading.Event) -> None:
-    """Read tiles into full batches that may span rasters; None marks the end of the stream."""
+            stop: threading.Event, workers: int) -> None:
+    """Read tiles (in worker processes when workers > 0) into full batches that may span rasters, in plan
+    order; None marks the end of the stream. A raster whose read fails keeps the tiles read before."""
 
     def put(item: _Batch | None) -> None:
         while not stop.is_set():
@@ -109,31 +111,28 @@ def _reader(plans: list[_Plan], batch_size: int, out_side: int | None, out: queu
         raise _Cancelled
 
     batch = _Batch()
+    failed: set[str] = set()
     try:
-        for plan in plans:
-            info = plan.info
-            try:
-                with rasterio.open(info.path) as ds:
-                    for window in plan.windows:
-                        if stop.is_set():
-                            raise _Cancelled
-                        tile = read_tile(ds, info, window, out_side)
-                        if tile is None:
-                            batch.nodata[info.path] = batch.nodata.get(info.path, 0) + 1
-                        else:
-                            batch.records.append(tile_record(info, window))
-                            batch.pixels.append(tile)
-                        # skipped windows are sent on too, so progress moves through long nodata stretches
-                        if len(batch.records) >= batch_size or sum(batch.nodata.values()) >= batch_size:
-                            put(batch)
-                            batch = _Batch()
+        todo = chunks(((p.info, p.windows) for p in plans), max(1, batch_size))
+        for chunk, result in read_chunks(todo, out_side, workers, stop):
+            info = chunk.info
+            if info.path in failed:
+                continue  # chunks read ahead after the failing one
+            if result.nodata:
+                batch.nodata[info.path] = batch.nodata.get(info.path, 0) + result.nodata
+            for record, tile in result.tiles:
+                batch.records.append(record)
+                batch.pixels.append(tile)
+                if len(batch.records) >= batch_size:
+                    put(batch)
+                    batch = _Batch()
+            if result.error:
+                failed.add(info.path)
+                batch.errors.append((info.path, result.error))
+            elif chunk.last:
                 batch.ended.append(info)
-            except _Cancelled:
-                raise
-            except Exception as e:  # one bad raster must not end the whole run
-                log.warning("reading %s failed", info.path, exc_info=True)
-                batch.errors.append((info.path, f"reading failed part-way ({type(e).__name__}: {e}); tiles "
-                                                "read before the failure are kept, re-add the raster to retry"))
+        if stop.is_set():
+            raise _Cancelled
         put(batch)
         put(None)
     except _Cancelled:
@@ -142,8 +141,11 @@ def _reader(plans: list[_Plan], batch_size: int, out_side: int | None, out: queu
 
 def index_rasters(collection: Collection, model: Any, paths: Sequence[str], *, batch_size: int = 32,
                   progress: Callable[[Progress], None] | None = None,
-                  cancel: threading.Event | None = None) -> IndexReport:
-    """Index raster files into a collection (resumable, incremental); returns what was done and skipped."""
+                  cancel: threading.Event | None = None, read_workers: int | None = None) -> IndexReport:
+    """Index raster files into a collection (resumable, incremental); returns what was done and skipped.
+
+    `read_workers` tile-reading processes (default: server.tile_reader.default_workers, 0 = read in a thread).
+    """
     if batch_size < 1:
         raise ServerError(f"batch_size={batch_size} must be at least 1")
     cancel = cancel or threading.Event()
@@ -157,7 +159,8 @@ def index_rasters(collection: Collection, model: Any, paths: Sequence[str], *, b
         q: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
         stop = threading.Event()
         reader = threading.Thread(target=_reader, name="tile-reader", daemon=True,
-                                  args=(plans, batch_size, getattr(model, "image_size", None), q, stop))
+                                  args=(plans, batch_size, getattr(model, "image_size", None), q, stop,
+                                        default_workers(prog.total) if read_workers is None else read_workers))
         reader.start()
         skipped_nodata: dict[str, int] = {}
         t_encode = time.perf_counter()

@@ -1,0 +1,182 @@
+"""Tile reading off the encoder's process: chunks of windows read by a pool of worker processes.
+
+Each worker keeps its rasterio handles open between chunks (one per raster, keyed by path, size and mtime,
+so a changed file is reopened), reads and decimates the tiles and computes their records (footprints
+included), all outside the encoding process and its GIL. Results come back in submission order with a
+bounded read-ahead, so batches and tile ids are exactly those of a serial read. With 0 workers the same
+chunks are read inline (small jobs, where starting workers would cost more than it saves).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from server.tiling import RasterInfo, TileRecord, read_tile, tile_record
+
+log = logging.getLogger(__name__)
+MAX_HANDLES = 8  # open rasters per worker; the least recently used is closed first
+INLINE_BELOW = 256  # jobs with fewer tiles are read inline: a pool would cost more than it saves
+
+
+@dataclass
+class Chunk:
+    """Consecutive windows of one raster; `last` marks the raster's final chunk."""
+
+    info: RasterInfo
+    windows: list[Window]
+    last: bool
+
+
+@dataclass
+class ChunkResult:
+    """Tiles read in window order, windows that were all nodata, and the failure that ended the chunk."""
+
+    tiles: list[tuple[TileRecord, np.ndarray]] = field(default_factory=list)
+    nodata: int = 0
+    error: str | None = None
+
+
+_HANDLES: OrderedDict[tuple[str, int, int], rasterio.DatasetReader] = OrderedDict()
+
+
+def _dataset(info: RasterInfo, handles: OrderedDict) -> rasterio.DatasetReader:
+    key = (info.path, info.size, info.mtime_ns)
+    ds = handles.pop(key, None) or rasterio.open(info.path)
+    handles[key] = ds
+    while len(handles) > MAX_HANDLES:
+        handles.popitem(last=False)[1].close()
+    return ds
+
+
+def read_chunk(info: RasterInfo, windows: list[Window], out_side: int | None,
+               handles: OrderedDict | None = None) -> ChunkResult:
+    """Read one chunk (in a worker: with that worker's open handles); stops at the first failing window."""
+    out = ChunkResult()
+    if not windows:
+        return out
+    try:
+        ds = _dataset(info, _HANDLES if handles is None else handles)
+        for window in windows:
+            tile = read_tile(ds, info, window, out_side)
+            if tile is None:
+                out.nodata += 1
+            else:
+                out.tiles.append((tile_record(info, window), tile))
+    except Exception as e:  # one bad raster must not end the whole run
+        log.warning("reading %s failed", info.path, exc_info=True)
+        out.error = (f"reading failed part-way ({type(e).__name__}: {e}); tiles read before the failure are "
+                     "kept, re-add the raster to retry")
+    return out
+
+
+def chunks(plans: Iterable[tuple[RasterInfo, list[Window]]], size: int) -> Iterator[Chunk]:
+    """Cut each raster's windows into chunks of `size`; a raster with no windows left still gets its last one."""
+    for info, windows in plans:
+        if not windows:
+            yield Chunk(info, [], True)
+        for start in range(0, len(windows), size):
+            yield Chunk(info, windows[start:start + size], start + size >= len(windows))
+
+
+def default_workers(total_tiles: int) -> int:
+    """$HARMA_READ_WORKERS, else none for small jobs, else one per core but one (at most 4)."""
+    env = os.environ.get("HARMA_READ_WORKERS")
+    if env is not None:
+        return max(0, int(env))
+    if total_tiles < INLINE_BELOW:
+        return 0
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
+
+
+_POOL: dict[str, ProcessPoolExecutor | int] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """The process-wide pool (kept between indexing runs: workers and their imports are paid once)."""
+    with _POOL_LOCK:
+        pool = _POOL.get("pool")
+        if isinstance(pool, ProcessPoolExecutor) and _POOL.get("workers") == workers:
+            return pool
+        if isinstance(pool, ProcessPoolExecutor):
+            pool.shutdown(wait=False, cancel_futures=True)
+        # forkserver: workers fork from a clean server, never from this process's torch/ORT threads
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["server.tile_reader"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOL.update(pool=pool, workers=workers)
+        return pool
+
+
+def _drop(broken: ProcessPoolExecutor) -> None:
+    with _POOL_LOCK:
+        if _POOL.get("pool") is broken:
+            _POOL.clear()
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def shutdown() -> None:
+    """Stop the worker processes (also at interpreter exit)."""
+    with _POOL_LOCK:
+        pool = _POOL.pop("pool", None)
+        _POOL.clear()
+    if isinstance(pool, ProcessPoolExecutor):
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_chunks(todo: Iterable[Chunk], out_side: int | None, workers: int,
+                stop: threading.Event) -> Iterator[tuple[Chunk, ChunkResult]]:
+    """Each chunk with its result, in order; up to 2 chunks per worker are read ahead."""
+    if workers <= 0:
+        handles: OrderedDict = OrderedDict()
+        try:
+            for chunk in todo:
+                if stop.is_set():
+                    return
+                yield chunk, read_chunk(chunk.info, chunk.windows, out_side, handles)
+        finally:
+            for ds in handles.values():
+                ds.close()
+        return
+    pool = _executor(workers)
+    pending: deque[tuple[Chunk, Future]] = deque()
+    source = iter(todo)
+    try:
+        while True:
+            while len(pending) < 2 * workers and not stop.is_set():
+                chunk = next(source, None)
+                if chunk is None:
+                    break
+                pending.append((chunk, pool.submit(read_chunk, chunk.info, chunk.windows, out_side)))
+            if not pending or stop.is_set():
+                return
+            chunk, fut = pending.popleft()
+            try:
+                result = fut.result()
+            except Exception as e:  # a worker died (e.g. killed): the pool is rebuilt on next use
+                _drop(pool)
+                result = ChunkResult(error=f"the tile reader process failed ({type(e).__name__}: {e}); "
+                                           "re-add the raster to retry")
+                yield chunk, result
+                for rest in (c for c, _ in pending):  # their futures died with the pool
+                    yield rest, ChunkResult(error=result.error)
+                pending.clear()
+                yield from read_chunks(source, out_side, 0, stop)  # the other rasters: read inline
+                return
+            yield chunk, result
+    finally:
+        for _, fut in pending:
+            fut.cancel()
