@@ -17,6 +17,7 @@ from server.tiling import RasterInfo, TilingParams, inspect_raster
 
 READ_CPUS = 0.25  # CPU share reserved per read task: reading is light next to encoding
 ACTOR_CPUS = 0.75  # per CPU encoder: one actor per core, so a read task still fits on a 1-CPU node
+MAX_INPUT_BLOCKS = 4096  # read tasks per run at most; past it a task reads several read blocks in turn
 
 
 def connect(address: str | None) -> None:
@@ -72,7 +73,7 @@ def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, mod
     size, resources = _encoder_resources()
     device = "cuda" if resources.get("num_gpus") and device == "auto" else ("cpu" if device == "auto" else device)
     items = [block for cid in todo for block in chunks[cid].blocks(cid)]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_INPUT_BLOCKS))
     ds = ds.flat_map(read_block, fn_kwargs={"out_side": out_side}, num_cpus=READ_CPUS)
     ds = ds.map_batches(Encoder, fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size,
                                                         "model_kwargs": model_kwargs},

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local (this process) or ray (a Ray Data pipeline; writes GeoParquet shards, then imports)")
     ap.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
-    ap.add_argument("--shards", nargs="?", const="", metavar="DIR",
-                    help="write GeoParquet shards (to DIR, default STORE/COLLECTION/shards) and build from them")
+    ap.add_argument("--shards", action="store_true", help="write GeoParquet shards and build the collection from them")
+    ap.add_argument("--shards-dir", help="folder of the shards (default STORE/COLLECTION/shards)")
     ap.add_argument("--shard-tiles", type=int, default=16384, help="tiles per shard file (sharded runs)")
     ap.add_argument("--actors", type=int, help="encoder actors (ray; default one per GPU, else one per CPU)")
     argv = sys.argv[1:] if argv is None else argv
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         check_index_target(args.store, args.collection)  # before the model loads
         ray = args.engine == "ray"  # Ray actors build their own torch models from --model
         model = load_model(args.model, device="cpu" if ray else args.device, runtime="torch" if ray else args.runtime)
-        if args.engine == "ray" or args.shards is not None:
+        if args.engine == "ray" or args.shards or args.shards_dir:
             from server.shard_run import run_sharded
             run_sharded(args.store, args.collection, args.paths, model,
                         {k: v for k, v in params.items() if v is not None}, engine=args.engine,
-                        shards_dir=args.shards or None, ray_address=args.ray_address, model_spec=args.model,
+                        shards_dir=args.shards_dir, ray_address=args.ray_address, model_spec=args.model,
                         device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
                         actors=args.actors, quiet=args.quiet)
             return 0
