@@ -1,0 +1,104 @@
+"""'Train HarMA adapter from labelled polygons' through processing.run against its own live server.
+
+A harma-tiny server (short training) on a labelled UCM mosaic built by tools/mosaic.py: progress into the
+feedback, the run's result, the offered re-index (POST /model + an indexing job), and cancel.
+"""
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+
+import processing
+import pytest
+from plugin_testing import REPO, SERVER_PYTHON, WAIT_LIMIT_S, get_json
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsVectorLayer
+
+UCM = REPO / ".." / "shared" / "data" / "captions" / "ucm_captions"
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Feedback recording progress values and texts; cancels itself once progress passes cancel_after."""
+
+    def __init__(self, cancel_after: float | None = None) -> None:
+        super().__init__()
+        self.values: list[float] = []
+        self.texts: list[str] = []
+        self.cancel_after = cancel_after
+        self.progressChanged.connect(self._record)
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802 - QGIS API name
+        self.texts.append(text)
+        super().setProgressText(text)
+
+    def _record(self, value: float) -> None:
+        self.values.append(value)
+        if self.cancel_after is not None and value > self.cancel_after:
+            self.cancel()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory, qgis_processing, plugin):
+    """(URL, mosaic folder) of a harma-tiny server whose allowed root holds a labelled mosaic."""
+    data = tmp_path_factory.mktemp("mosaic")
+    subprocess.run([str(SERVER_PYTHON), "tools/mosaic.py", str(UCM), "--split", "train", "--per-class", "2",
+                    "--classes", "beach", "forest", "freeway", "harbor", "parkinglot", "river",
+                    "--out", str(data / "mosaic")], cwd=REPO, check=True, capture_output=True)
+    proc = subprocess.Popen([str(SERVER_PYTHON), "-m", "server", "--store", str(data / "store"), "--host",
+                             "127.0.0.1", "--port", "0", "--allowed-root", str(data), "--model", "harma-tiny",
+                             "--runtime", "torch"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    found: list[str] = []
+    threading.Thread(target=lambda: [found.append(line) for line in proc.stdout], daemon=True).start()
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not any("serving on http://" in line for line in found):
+        assert proc.poll() is None and time.monotonic() < deadline, "server did not start:\n" + "".join(found)
+        time.sleep(0.2)
+    url = next(line for line in found if "serving on" in line).split("serving on ", 1)[1].split()[0]
+    yield url.removesuffix("/api/v1"), data
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def _params(url, data, **extra):
+    rasters = [QgsRasterLayer(str(data / "mosaic.tif"), "mosaic", "gdal")]
+    polygons = QgsVectorLayer(f"{data / 'mosaic.gpkg'}|layername=cells", "cells", "ogr")
+    assert rasters[0].isValid() and polygons.isValid()
+    return {"RASTERS": rasters, "POLYGONS": polygons, "LABEL_FIELD": "label", "EPOCHS": 2, "TILE_SIZE": 256,
+            "BATCH_SIZE": 4, "SERVER_URL": url, **extra}
+
+
+def test_training_reports_progress_and_reindexes_on_request(tiny_server):
+    url, data = tiny_server
+    served = get_json(f"{url}/api/v1/health")["model"]
+    feedback = RecordingFeedback()
+    out = processing.run("harma_search:train_adapter", _params(url, data, RUN="qgis1"), feedback=feedback)
+    assert out["STATE"] == "done" and out["RUN_DIR"].endswith("runs/qgis1") and "polygons" in out["REPORT"]
+    assert feedback.values and max(feedback.values) == 100
+    assert any(t.startswith("running: step") and "ETA" in t for t in feedback.texts) or len(feedback.values) < 3
+    assert get_json(f"{url}/api/v1/health")["model"] == served  # no collection given: the model stays
+
+    out = processing.run("harma_search:train_adapter", _params(url, data, RUN="qgis1", REINDEX_COLLECTION="tuned"),
+                         feedback=RecordingFeedback())
+    health = get_json(f"{url}/api/v1/health")
+    assert health["model"] != served and "tuned" in health["collections"]
+    tuned = get_json(f"{url}/api/v1/collections/tuned")
+    assert tuned["tiles"] == 12
+    req = urllib.request.Request(f"{url}/api/v1/model", data=json.dumps({"model": "harma-tiny"}).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=120).close()  # noqa: S310 - loopback test server
+
+
+def test_cancel_in_qgis_cancels_the_training_job(tiny_server):
+    url, data = tiny_server
+    with pytest.raises(QgsProcessingException, match="Training cancelled") as info:
+        processing.run("harma_search:train_adapter", _params(url, data, RUN="long", EPOCHS=500),
+                       feedback=RecordingFeedback(cancel_after=0.0))
+    job_id = str(info.value).split("server job ", 1)[1].split()[0]
+    assert get_json(f"{url}/api/v1/jobs/{job_id}")["state"] == "cancelled"
+
+
+def test_bad_label_field_is_reported(tiny_server):
+    url, data = tiny_server
+    with pytest.raises(QgsProcessingException, match="failed: .*label field 'split' has one class only"):
+        processing.run("harma_search:train_adapter", _params(url, data, LABEL_FIELD="split", RUN="bad"))
