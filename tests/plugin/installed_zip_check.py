@@ -48,7 +48,7 @@ def test_zip_installs_into_a_fresh_profile_and_loads(qgis_iface):
     docks = qgis_iface.mainWindow().findChildren(QDockWidget, "HarmaSearchDock")
     assert plugin.dock in docks
     algs = [a.id() for a in QgsApplication.processingRegistry().providerById("harma_search").algorithms()]
-    assert sorted(algs) == ["harma_search:index_rasters", "harma_search:search_text"]
+    assert {"harma_search:index_rasters", "harma_search:search_text"} <= set(algs)
     deadline = time.monotonic() + 120  # a guard against hangs only
     while plugin.controller.busy() and time.monotonic() < deadline:  # the startup server check
         QgsApplication.processEvents()
