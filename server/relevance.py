@@ -49,9 +49,11 @@ class TextGate:
     def from_bank(cls, vectors: np.ndarray) -> TextGate:
         """Ramp ends at the 1st and 10th percentile of bank captions' nearest-other-caption cosine."""
         sample = vectors[_spread(len(vectors), GATE_SAMPLE)]
-        sims = sample @ vectors.T
-        sims[sims >= DUPLICATE] = -1.0  # itself and verbatim copies
-        nearest = sims.max(axis=1)
+        nearest = np.empty(len(sample))
+        for s in range(0, len(sample), 256):  # bounded memory for banks of many captions
+            sims = sample[s:s + 256] @ vectors.T
+            sims[sims >= DUPLICATE] = -1.0  # itself and verbatim copies
+            nearest[s:s + 256] = sims.max(axis=1)
         low, high = np.quantile(nearest, [0.01, 0.10])
         return cls(float(low), float(max(high, low + 1e-3)))
 
