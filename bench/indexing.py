@@ -86,7 +86,8 @@ def encoder_only(model: Any, batches: Batches, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
-def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root: Path) -> tuple[float, int]:
+def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root: Path,
+               workers: int | None = None) -> tuple[float, int]:
     """Seconds and tiles of a fresh index_rasters run into a new collection (planning and saves included)."""
     from server.pipeline import index_rasters
     from server.store import Store
@@ -94,7 +95,7 @@ def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root:
     store = Store(root / f"store-{time.monotonic_ns()}")
     col = store.create("bench", model, params)
     t0 = time.perf_counter()
-    report = index_rasters(col, model, paths, batch_size=batch_size)
+    report = index_rasters(col, model, paths, batch_size=batch_size, read_workers=workers)
     secs = time.perf_counter() - t0
     if report.skipped:
         raise RuntimeError(f"rasters skipped during indexing: {report.skipped}")
@@ -116,37 +117,60 @@ def store_only(model: Any, batches: Batches, params: Any, root: Path) -> float:
     return time.perf_counter() - t0
 
 
+def inspect_only(paths: list[str], params: Any) -> float:
+    """Seconds to inspect every raster (open, tile size, stretch sampling): the per-raster fixed cost."""
+    from server.tiling import inspect_raster
+
+    t0 = time.perf_counter()
+    for path in paths:
+        inspect_raster(path, params)
+    return time.perf_counter() - t0
+
+
+def _workers(value: str) -> int | None:
+    return None if value == "auto" else int(value)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Interleave encoder-only and end-to-end rounds; return medians, breakdown and ratio."""
-    from harma_core import create_model
+    from harma_core.onnx_runtime import load_model, runtime_of
+    from server.tile_reader import default_workers
     from server.tiling import TilingParams
 
-    model = create_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, runtime=args.runtime)
     params = TilingParams(tile_size=args.tile_size, overlap=args.overlap)
     paths = rasters()
     batches = preread(paths, params, model.image_size, args.batch_size)
     n = batches.tiles
     threads = args.threads or [torch.get_num_threads()]
-    enc_s: dict[int, list[float]] = {t: [] for t in threads}
-    e2e_s: dict[int, list[float]] = {t: [] for t in threads}
+    # (torch threads, read workers) pairs; ORT's threads are fixed per session, so onnx runs vary workers only
+    cases = [(t, w) for t in threads for w in args.read_workers]
+    key = {c: (str(c[0]) if len(args.read_workers) == 1 else f"{c[0]}t/{c[1]}w") for c in cases}
+    enc_s: dict[tuple, list[float]] = {c: [] for c in cases}
+    e2e_s: dict[tuple, list[float]] = {c: [] for c in cases}
     with tempfile.TemporaryDirectory(prefix="harma-bench-index-") as tmp:
         root = Path(tmp)
         encoder_only(model, batches, args.batch_size)  # warm-up: kernels and allocator see these shapes
+        end_to_end(model, paths, params, args.batch_size, root, _workers(args.read_workers[0]))  # pool start-up
         for _ in range(args.rounds):
-            for t in threads:  # thread settings interleaved too, so drift hits each alike
+            for t, w in cases:  # settings interleaved too, so drift hits each alike
                 torch.set_num_threads(t)
-                enc_s[t].append(encoder_only(model, batches, args.batch_size))
-                secs, tiles = end_to_end(model, paths, params, args.batch_size, root)
+                enc_s[(t, w)].append(encoder_only(model, batches, args.batch_size))
+                secs, tiles = end_to_end(model, paths, params, args.batch_size, root, _workers(w))
                 if tiles != n:
                     raise RuntimeError(f"pipeline embedded {tiles} tiles but the pre-read found {n}")
-                e2e_s[t].append(secs)
+                e2e_s[(t, w)].append(secs)
         torch.set_num_threads(threads[0])
         store_s = store_only(model, batches, params, root)
-    per = {str(t): {"end_to_end_tiles_per_s": n / median(e2e_s[t]), "encoder_only_tiles_per_s": n / median(enc_s[t]),
-                    "ratio": median(enc_s[t]) / median(e2e_s[t]), "end_to_end_seconds": e2e_s[t],
-                    "encoder_only_seconds": enc_s[t]} for t in threads}
-    head = per[str(threads[0])]
+        inspect_s = inspect_only(paths, params)
+    per = {key[c]: {"end_to_end_tiles_per_s": n / median(e2e_s[c]), "encoder_only_tiles_per_s": n / median(enc_s[c]),
+                    "ratio": median(enc_s[c]) / median(e2e_s[c]), "end_to_end_seconds": e2e_s[c],
+                    "encoder_only_seconds": enc_s[c], "torch_threads": c[0],
+                    "read_workers": default_workers(n) if c[1] == "auto" else int(c[1])} for c in cases}
+    head = per[key[cases[0]]]
     return {"bench": "indexing", "quick": args.quick, "model": model.identity, "device": str(model.device),
+            "runtime": runtime_of(model), "read_workers": head["read_workers"],
+            "inspect_only_s_per_raster": inspect_s / len(paths),
             "rasters": len(paths), "tiles": n, "tile_size": args.tile_size, "overlap": args.overlap,
             "batch_size": args.batch_size, "rounds": args.rounds, "torch_threads": threads[0],
             **{k: head[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s", "ratio")},
@@ -158,17 +182,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="256 px tiles, one round (about a minute)")
-    ap.add_argument("--tile-size", type=int, help="tile side in pixels (quick 256, full 128)")
+    ap.add_argument("--quick", action="store_true", help="64 px tiles (707 tiles, steady state), one round")
+    ap.add_argument("--tile-size", type=int, help="tile side in pixels (quick and full 64)")
     ap.add_argument("--overlap", type=int, help="overlap in pixels (default 0)")
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline and encoder batch (default 32)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (quick 1, full 2)")
     ap.add_argument("--threads", type=int, nargs="+",
                     help="torch thread counts to compare, interleaved (default: torch's, i.e. the cores)")
+    ap.add_argument("--read-workers", nargs="+", default=["auto"],
+                    help="tile-reading processes to compare, interleaved: auto (the default rule) or N, 0 = a "
+                         "reader thread only (the first is the headline)")
     ap.add_argument("--model", default="harma-lite")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                    help="auto: ONNX Runtime on CPU, torch on CUDA")
     args = ap.parse_args(argv)
-    args.tile_size = args.tile_size or (256 if args.quick else 128)
+    args.tile_size = args.tile_size or 64
     args.overlap = args.overlap if args.overlap is not None else 0
     args.rounds = args.rounds or (1 if args.quick else 2)
     return args
@@ -186,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, title=f"indexing {result['tiles']} tiles of {result['rasters']} rasters "
                 f"({args.tile_size} px, overlap {args.overlap}, batch {args.batch_size}, {args.rounds} round(s))"))
     if len(result["by_threads"]) > 1:
-        print("\n" + table([{"threads": t, **{k: v[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s",
-                                                              "ratio")}} for t, v in result["by_threads"].items()],
-                           title="by torch thread count"))
+        print("\n" + table([{"case": t, **{k: v[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s",
+                                                            "ratio")}} for t, v in result["by_threads"].items()],
+                           title="by torch threads / read workers"))
     print(f"\nratio end-to-end / encoder-only = {result['ratio']:.3f} (goal >= {GOAL_RATIO})")
     emit(result)
     return 0

@@ -56,14 +56,15 @@ URL_RE = re.compile(r"serving on http://([\d.]+):(\d+)/api/v1")
 class Server:
     """A `python -m server` child on a free loopback port, stopped on exit."""
 
-    def __init__(self, store: Path, model: str, log_path: Path, threads: int | None = None) -> None:
+    def __init__(self, store: Path, model: str, log_path: Path, threads: int | None = None,
+                 runtime: str = "auto") -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
         if threads:  # torch and BLAS read these at start-up
             env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--store", str(store), "--host", "127.0.0.1", "--port", "0",
-             "--model", model], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+             "--model", model, "--runtime", runtime], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.port = 0
 
     def wait(self, timeout: float = 300.0) -> None:
@@ -216,9 +217,10 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
     from server.store import INDEX_EF_CONSTRUCTION, INDEX_M, SEARCH_EF
 
     store = tmp / f"store-{n}"
-    server = Server(store, args.model, tmp / f"server-{n}.log")  # loads its model while we build
-    other = Server(store, args.model, tmp / f"server-{n}-t{args.server_threads}.log", args.server_threads) \
-        if args.server_threads else None
+    server = Server(store, args.model, tmp / f"server-{n}.log", runtime=args.runtime)  # loads while we build
+    other_name = f"threads_{args.server_threads}" if args.server_threads else f"runtime_{args.ab_runtime}"
+    other = Server(store, args.model, tmp / f"server-{n}-{other_name}.log", args.server_threads,
+                   args.ab_runtime or args.runtime) if args.server_threads or args.ab_runtime else None
     ab: dict[str, Any] | None = None
     try:
         vectors, queries = real_dataset(args) if args.vectors else dataset(n, args.dim, args.n_recall, args.dist)
@@ -264,7 +266,7 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
         anon = rss_mb(server.proc.pid, "RssAnon")  # the index.bin memory map's pages are file cache, not this
         if other is not None:
             other.wait()
-            pair = {"default": server, f"threads_{args.server_threads}": other}
+            pair = {"default": server, other_name: other}
             timed(other, [{**base, "text": "warm up the text encoder"}] * 2 + example[:3])
             ab = {"text": ab_latency(pair, [{**base, "text": t} for t in texts[args.n_queries:2 * args.n_queries]]),
                   "by_example": ab_latency(pair, example)}
@@ -275,7 +277,7 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
     res_inproc = in_process(store, health["model"], example)
     disk = folder_bytes(built.folder)
     raw = n * args.dim * 4
-    return {"n_tiles": n, "model": health["model"], **{k: res_text[k] for k in ("p50_ms", "p95_ms", "p99_ms")}, "recall_at_10": recall,
+    return {"n_tiles": n, "model": health["model"], "runtime": health.get("runtime", "torch"), **{k: res_text[k] for k in ("p50_ms", "p95_ms", "p99_ms")}, "recall_at_10": recall,
             "text": res_text, "text_cached": res_cached, "by_example": res_example,
             "by_example_in_area": {**res_area, "area_fraction": args.bbox_fraction},
             "by_example_in_process": res_inproc, "server_threads_ab": ab,
@@ -341,6 +343,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--server-threads", type=int,
                     help="also start a server limited to this many torch/BLAS threads and compare latencies")
+    ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"), help="the server's runtime")
+    ap.add_argument("--ab-runtime", choices=("torch", "onnx"),
+                    help="also start a server on this runtime and compare latencies, queries interleaved")
     ap.add_argument("--index-cache", help="folder to keep built indexes in and reuse them (long 1M builds)")
     ap.add_argument("--vectors", help="real embeddings (.npy, one row per tile) instead of synthetic vectors; "
                                       "the last --recall-queries rows are the held-out queries")
@@ -379,7 +384,7 @@ def report(runs: list[dict[str, Any]]) -> str:
     ab = [{"n_tiles": r["n_tiles"], "query": q, "server": name, **{k: v[k] for k in ("p50_ms", "p95_ms", "p99_ms")}}
           for r in runs if r["server_threads_ab"] for q, d in r["server_threads_ab"].items() for name, v in d.items()]
     if ab:
-        out.append(table(ab, title="server thread settings, same queries interleaved"))
+        out.append(table(ab, title="server A/B (threads or runtime), same queries interleaved"))
     sw = [{"n_tiles": r["n_tiles"], **s} for r in runs for s in r["sweep"]]
     if sw:
         out.append(table(sw, title="recall@10 / in-process ms per query over M and ef"))
@@ -401,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(runs))
     last = runs[-1]
     result = {"bench": "search", "quick": args.quick, "machine": {**info, "loadavg_end": list(os.getloadavg())},
-              **{k: last[k] for k in ("n_tiles", "model", "p50_ms", "p95_ms", "p99_ms", "recall_at_10")},
+              **{k: last[k] for k in ("n_tiles", "model", "runtime", "p50_ms", "p95_ms", "p99_ms", "recall_at_10")},
               "goals": GOALS, "runs": runs}
     emit(result)
     return 0
