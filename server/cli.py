@@ -123,8 +123,8 @@ def run_search(store_dir: str, collections: list[str], text: str, model: Any, k:
     """Search collections for a text and print the hits (as one JSON line last when as_json)."""
     store = Store(store_dir, create=False)
     body: dict[str, Any] = {"text": text, "k": k, "collections": collections}
-    if min_score is not None:
-        body["min_score"] = min_score
+    if min_score is not None:  # --min-score stays a cosine threshold (the API's min_score is relevance)
+        body["min_cosine"] = min_score
     if bbox is not None:
         body.update(bbox=bbox, bbox_crs=bbox_crs)
     fc = search(store, model, TextEmbedder(model), SearchRequest.from_json(body))
