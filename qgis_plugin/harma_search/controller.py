@@ -18,7 +18,7 @@ from .logic.params import IndexParams, SearchParams
 from .logic.status import JobStatus, ServerStatus
 from .network import LOG_TAG, ServerClient
 from .previews import add_preview
-from .results import add_to_results, build_results_layer, export_geopackage, filter_by_area
+from .results import add_to_results, alive, build_results_layer, export_geopackage, filter_by_area
 from .settings import PluginSettings, save_settings
 from .tasks import IndexTask, Outcome, ServerTask, TaskResult
 
@@ -44,7 +44,7 @@ class Controller:
         self.search_seq = 0
         self.status_task: ServerTask | None = None
         self.server: ServerStatus | None = None
-        self.layer: QgsVectorLayer | None = None
+        self._layer: QgsVectorLayer | None = None
         self.last_error = ""
         self.closed = False
         self.map_tool: QgsMapToolIdentifyFeature | None = None
@@ -59,6 +59,11 @@ class Controller:
         dock.indexRequested.connect(self.index)
         dock.cancelIndexRequested.connect(self.cancel_index)
         self.feedback = FeedbackController(self)
+
+    @property
+    def layer(self) -> QgsVectorLayer | None:
+        """The newest results layer, None when there is none or the analyst removed it from the project."""
+        return self._layer if alive(self._layer) else None
 
     # ----- task bookkeeping -----
     def _start(self, task: ServerTask) -> ServerTask:
@@ -192,19 +197,19 @@ class Controller:
             dock.set_search_message(no_match_message(params, best))
             return
         project = QgsProject.instance()
-        self.layer = build_results_layer(hits, f"HarMA: {params.label}")
-        add_to_results(project, self.layer)
+        layer = self._layer = build_results_layer(hits, f"HarMA: {params.label}")
+        add_to_results(project, layer)
         for hit, path in reversed(previews):
             try:
-                add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})", self.layer, hit.raster)
+                add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})", layer, hit.raster)
             except PluginError as exc:
                 self._fail(str(exc))
         dock.show_hits(hits, f"{len(hits)} tiles for '{params.label}' · best score {hits[0].score:.3f}",
                        self.feedback.marks)
         dock.set_search_message("")
-        self.feedback.results_changed(self.layer)
+        self.feedback.results_changed(layer)
         if on_layer is not None:
-            on_layer(self.layer)
+            on_layer(layer)
 
     # ----- results -----
     def _feature_id(self, hit: Hit) -> int | None:

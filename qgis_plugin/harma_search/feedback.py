@@ -4,11 +4,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qgis.core import QgsProject, QgsVectorLayer
+from qgis.PyQt import sip
 
 from .logic.errors import InputError
 from .logic.feedback import FeedbackParams, Marks
 from .logic.hits import Hit
 from .marking import MarkTool, show_marks
+from .results import alive
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -34,7 +36,7 @@ class FeedbackController:
         self.controller.dock.results.marks_label.setText(text)
 
     def _refresh(self) -> None:
-        if self.marks.labels or self.layer is not None:
+        if self.marks.labels or alive(self.layer):
             self.layer = show_marks(QgsProject.instance(), self.layer, self.marks)
         self.controller.dock.results.show_marks(self.marks)
 
@@ -74,7 +76,7 @@ class FeedbackController:
 
     def results_changed(self, layer: QgsVectorLayer) -> None:
         """A new results layer: the mark tool follows it and the marks layer stays on top."""
-        if self.tool is not None:
+        if self.tool is not None and not sip.isdeleted(self.tool):
             self.tool.layer = layer
         if self.marks.labels:
             self._refresh()
@@ -114,6 +116,6 @@ class FeedbackController:
 
     def shutdown(self) -> None:
         """Release the map tool."""
-        if self.tool is not None:
+        if self.tool is not None and not sip.isdeleted(self.tool):
             self.controller.iface.mapCanvas().unsetMapTool(self.tool)
-            self.tool = None
+        self.tool = None

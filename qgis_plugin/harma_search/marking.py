@@ -15,7 +15,7 @@ from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool
 from qgis.PyQt.QtCore import Qt, QVariant, pyqtSignal
 
 from .logic.feedback import BAD, GOOD, Marks
-from .results import add_to_results, results_group, tile_symbol
+from .results import add_to_results, alive, results_group, tile_symbol
 
 MARKS_LAYER_NAME = "HarMA marks"
 MARK_COLORS = {GOOD: "#1a9641", BAD: "#d7191c"}
@@ -34,7 +34,7 @@ def build_marks_layer() -> QgsVectorLayer:
 
 def show_marks(project: QgsProject, layer: QgsVectorLayer | None, marks: Marks) -> QgsVectorLayer:
     """Fill the marks layer with the current marks (creating it on top of the results group when needed)."""
-    if layer is None or project.mapLayer(layer.id()) is None:
+    if not alive(layer):
         layer = build_marks_layer()
         add_to_results(project, layer)
     else:  # keep it above newer results layers

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QVariant
 from qgis.PyQt.QtGui import QColor, QFont
 
@@ -116,6 +117,11 @@ def style_results_layer(layer: QgsVectorLayer, scores: list[float]) -> None:
     layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
     layer.setLabeling(label_settings("'#' || \"rank\""))
     layer.setLabelsEnabled(True)
+
+
+def alive(layer: QgsMapLayer | None) -> bool:
+    """True while layer exists and is in the project (the analyst may remove it at any time)."""
+    return layer is not None and not sip.isdeleted(layer) and QgsProject.instance().mapLayer(layer.id()) is not None
 
 
 def results_group(project: QgsProject) -> QgsLayerTreeGroup:

@@ -113,3 +113,23 @@ def test_marks_refine_and_find_all(plugin, indexed, live_server, tmp_path):
     # clearing forgets the marks, on the list and the map
     dock.results.clear_marks_button.click()
     assert not marks.labels and marks_layer.featureCount() == 0
+
+
+def test_removed_layers_do_not_break_marking(plugin, indexed):
+    dock, controller = plugin.dock, plugin.controller
+    dock.collection_combo.setCurrentText(COLLECTION)
+    dock.query_edit.setText("a harbour")
+    dock.search_button.click()
+    layer = run(plugin, controller.search_task)
+    select_rows(dock, [0])
+    dock.results.good_button.click()
+    marks_layer = controller.feedback.layer
+    QgsProject.instance().removeMapLayer(marks_layer.id())
+    select_rows(dock, [1])
+    dock.results.bad_button.click()  # the marks layer comes back with both marks
+    assert controller.feedback.layer.featureCount() == 2
+    QgsProject.instance().removeMapLayer(layer.id())
+    assert controller.layer is None
+    dock.results.mark_on_map_button.click()
+    assert "Run a search first" in dock.results.marks_label.text()
+    dock.results.clear_marks_button.click()
