@@ -131,6 +131,9 @@ def _reader(plans: list[_Plan], batch_size: int, out_side: int | None, out: queu
                 batch.errors.append((info.path, result.error))
             elif chunk.last:
                 batch.ended.append(info)
+            if sum(batch.nodata.values()) >= batch_size:  # so progress moves through long nodata stretches
+                put(batch)
+                batch = _Batch()
         if stop.is_set():
             raise _Cancelled
         put(batch)
