@@ -14,16 +14,19 @@ def _bbox(geometry: QgsGeometry) -> Bbox:
     return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
 
 
-def search_area(canvas: QgsMapCanvas | None, scope: Scope, layer: QgsMapLayer | None) -> tuple[Bbox | None, str | None]:
-    """(bbox, WKT of the polygons or None) for scope; raises InputError when the scope has no area."""
+Area = tuple[Bbox | None, str | None, str | None]
+
+
+def search_area(canvas: QgsMapCanvas | None, scope: Scope, layer: QgsMapLayer | None) -> Area:
+    """(bbox, WKT and GeoJSON of the polygons, or None) for scope; raises InputError when it has no area."""
     if scope is Scope.WHOLE:
-        return None, None
+        return None, None, None
     project = QgsProject.instance()
     if scope is Scope.EXTENT:
         if canvas is None:
             raise InputError("Scope 'current map extent' needs a map: choose 'Whole collection'")
         to_wgs84 = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), wgs84(), project)
-        return _bbox(QgsGeometry.fromRect(to_wgs84.transformBoundingBox(canvas.extent()))), None
+        return _bbox(QgsGeometry.fromRect(to_wgs84.transformBoundingBox(canvas.extent()))), None, None
     if not isinstance(layer, QgsVectorLayer) or layer.selectedFeatureCount() == 0:
         raise InputError("Scope 'selected polygons' needs a polygon layer with selected features: select some")
     to_wgs84 = QgsCoordinateTransform(layer.crs(), wgs84(), project)
@@ -33,4 +36,4 @@ def search_area(canvas: QgsMapCanvas | None, scope: Scope, layer: QgsMapLayer | 
         geometry.transform(to_wgs84)
         parts.append(geometry)
     area = QgsGeometry.unaryUnion(parts)
-    return _bbox(area), area.asWkt()
+    return _bbox(area), area.asWkt(), area.asJson(8)

@@ -25,10 +25,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .areas import search_area
+from .areas import Area, search_area
 from .logic.errors import InputError
 from .logic.hits import Hit
-from .logic.params import MAX_K, Bbox, IndexParams, Scope, SearchParams
+from .logic.params import MAX_K, IndexParams, Scope, SearchParams
 from .logic.sources import path_from_source, rasters_in_folder, unique_paths
 from .logic.status import JobStatus, ServerStatus
 from .results_panel import ResultsPanel
@@ -241,7 +241,7 @@ class HarmaDock(QgsDockWidget):
         """Choose a search scope."""
         self.scope_combo.setCurrentIndex(self.scope_combo.findData(scope.value))
 
-    def _area(self) -> tuple[Bbox | None, str | None]:
+    def _area(self) -> Area:
         return search_area(self.iface.mapCanvas() if self.iface else None, self.scope(),
                            self.area_layer_combo.currentLayer())
 
@@ -251,12 +251,12 @@ class HarmaDock(QgsDockWidget):
 
     def search_params(self, tile_id: int | None = None) -> SearchParams:
         """The search the widgets describe (by example when tile_id is given); raises InputError."""
-        bbox, area_wkt = self._area()
+        bbox, area_wkt, area_geojson = self._area()
         return SearchParams(
             collection=self.collection_combo.currentText().strip(),
             query="" if tile_id is not None else self.query_edit.text(),
             tile_id=tile_id, k=self.k_spin.value(), scope=self.scope(), bbox=bbox,
-            min_score=self._min_score(), area_wkt=area_wkt,
+            min_score=self._min_score(), area_wkt=area_wkt, area_geojson=area_geojson,
         )
 
     def index_params(self) -> IndexParams:

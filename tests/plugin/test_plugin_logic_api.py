@@ -79,3 +79,13 @@ def test_job_status_progress_and_description():
 
 def test_durations_format():
     assert [format_duration(v) for v in (None, -1, 5, 65, 3725)] == ["?", "?", "0:05", "1:05", "1:02:05"]
+
+
+def test_polygon_areas_go_to_the_server_as_geojson():
+    from harma_search.logic.params import Scope, SearchParams
+
+    area = '{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}'
+    params = SearchParams("c", "x", scope=Scope.SELECTION, bbox=(0, 0, 1, 1), area_wkt="POLYGON ((0 0, 1 0, 1 1, 0 0))",
+                          area_geojson=area)
+    body = api.search(params).body
+    assert body["geometry"]["type"] == "Polygon" and body["geometry_crs"] == "EPSG:4326" and "bbox" not in body

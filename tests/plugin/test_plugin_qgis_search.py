@@ -2,7 +2,7 @@
 import pytest
 from harma_search.logic.params import Scope
 from harma_search.results import GROUP_NAME
-from plugin_testing import COLLECTION, RASTER, wait_task, wait_until
+from plugin_testing import COLLECTION, RASTER, post_json, wait_task, wait_until
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -38,6 +38,12 @@ def dock(plugin, indexed):
     dock.min_score_spin.setValue(dock.min_score_spin.minimum())
     dock.preview_check.setChecked(False)
     return dock
+
+
+def footprint_wkt(feature: dict) -> str:
+    """WKT of a GeoJSON feature's polygon (first ring is enough for the footprints here)."""
+    ring = feature["geometry"]["coordinates"][0]
+    return "POLYGON ((" + ", ".join(f"{x} {y}" for x, y in ring) + "))"
 
 
 def search_now(plugin, button=None):
@@ -153,7 +159,7 @@ def test_extent_scope_keeps_hits_inside_the_map_extent(plugin, dock, raster_boun
     assert all(f.geometry().intersects(area) for f in layer.getFeatures())
 
 
-def test_polygon_selection_scope_keeps_hits_touching_the_selection(plugin, dock, raster_bounds):
+def test_polygon_selection_scope_keeps_hits_touching_the_selection(plugin, dock, raster_bounds, live_server):
     polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "areas", "memory")
     corner = QgsRectangle(raster_bounds.xMinimum(), raster_bounds.yMinimum(),
                           raster_bounds.xMinimum() + raster_bounds.width() / 3,
@@ -174,6 +180,11 @@ def test_polygon_selection_scope_keeps_hits_touching_the_selection(plugin, dock,
         selected = QgsGeometry.fromRect(corner)
         assert layer.featureCount() >= 1
         assert all(f.geometry().intersects(selected) for f in layer.getFeatures())
+        # the server searches inside the polygons: k hits when k tiles touch them (not top-k, then filtered)
+        every = post_json(f"{live_server}/api/v1/search", {"text": QUERY, "k": 1000, "collections": [COLLECTION],
+                                                            "dedupe": False})
+        touching = sum(QgsGeometry.fromWkt(footprint_wkt(f)).intersects(selected) for f in every["features"])
+        assert layer.featureCount() == min(dock.k_spin.value(), touching), touching
         polygons.removeSelection()
         dock.search_button.click()
         assert "select" in dock.search_label.text().lower()

@@ -8,7 +8,7 @@ from urllib.parse import quote, urlsplit
 
 from .errors import InputError, ServerResponseError
 from .feedback import FeedbackParams
-from .params import SearchParams
+from .params import WGS84, SearchParams
 
 API_PREFIX = "/api/v1"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
@@ -95,7 +95,10 @@ def search(params: SearchParams) -> ApiRequest:
         body["collection"] = params.collection  # the collection the example tile belongs to
     else:
         body["text"] = params.query.strip()
-    if params.bbox is not None:
+    if params.area_geojson:
+        body["geometry"] = json.loads(params.area_geojson)
+        body["geometry_crs"] = WGS84
+    elif params.bbox is not None:
         body["bbox"] = list(params.bbox)
         body["bbox_crs"] = params.bbox_crs
     if params.min_score is not None:

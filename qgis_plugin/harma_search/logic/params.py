@@ -46,6 +46,8 @@ class SearchParams:
     min_score: float | None = None  # on the cosine score (sent as min_cosine)
     # WKT (EPSG:4326) of the selected polygons; hits not touching it are dropped by the plugin.
     area_wkt: str | None = None
+    # The same polygons as GeoJSON text: the server searches inside them, so k hits come back when there are k.
+    area_geojson: str | None = None
 
     def __post_init__(self) -> None:
         if not self.collection.strip():
