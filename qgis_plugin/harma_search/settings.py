@@ -11,9 +11,9 @@ from qgis.core import Qgis, QgsMessageLog, QgsSettings
 from .auth import load_token, remove_token, store_token
 from .logic.api import DEFAULT_SERVER_URL
 from .logic.errors import PluginError
+from .network import LOG_TAG
 
 PREFIX = "harma_search"
-LOG_TAG = "HarMA Search"
 
 
 @dataclass
@@ -39,15 +39,19 @@ def _migrate_plain_token(store: QgsSettings) -> None:
     store.remove(f"{PREFIX}/token")
 
 
-def load_settings() -> PluginSettings:
-    """Read the settings (defaults for missing keys); the token comes from the auth database."""
+def load_settings(with_token: bool = True) -> PluginSettings:
+    """Read the settings (defaults for missing keys); the token comes from the auth database.
+
+    with_token=False leaves the auth database alone (it may ask for its master password), e.g. for defaults.
+    """
     store = QgsSettings()
-    _migrate_plain_token(store)
+    if with_token:
+        _migrate_plain_token(store)
     defaults = PluginSettings()
     authcfg = str(store.value(f"{PREFIX}/authcfg", "", type=str))
     return PluginSettings(
         server_url=str(store.value(f"{PREFIX}/server_url", defaults.server_url, type=str)),
-        token=load_token(authcfg),
+        token=load_token(authcfg) if with_token else "",
         default_k=int(store.value(f"{PREFIX}/default_k", defaults.default_k, type=int)),
         authcfg=authcfg,
     )

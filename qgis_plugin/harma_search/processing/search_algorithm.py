@@ -52,7 +52,7 @@ class SearchByTextAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterString(self.QUERY, "Text query"))
         self.addParameter(QgsProcessingParameterNumber(
             self.K, "Number of results (k)", QgsProcessingParameterNumber.Type.Integer,
-            load_settings().default_k, False, 1, MAX_K))
+            load_settings(with_token=False).default_k, False, 1, MAX_K))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only within extent", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_SCORE, "Minimum score (cosine)", QgsProcessingParameterNumber.Type.Double, None, True,
