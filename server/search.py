@@ -158,18 +158,17 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
             if req.min_score is not None and r is not None and r < req.min_score:
                 continue
             c = None if corr is None else float(corr[i])
-            out.append((float(cos[i]) if c is None else c, float(cos[i]), r, c, tile_id, col))
+            key = c if c is not None else r if q.kind == "feedback" and r is not None else float(cos[i])
+            out.append((key, float(cos[i]), r, c, tile_id, col))
     out.sort(key=lambda h: (-h[0], h[5].name, h[4]))
     return out, exhausted
 
 
 def _feature(rank: int, hit: tuple, row: dict[str, Any], folded: int | None) -> dict[str, Any]:
-    _, cos, relv, corr, tile_id, col = hit
-    props = {"rank": rank, "score": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
+    key, cos, relv, corr, tile_id, col = hit
+    props = {"rank": rank, "score": key, "cosine": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
              "raster": row["raster"], "window": [row["col_off"], row["row_off"], row["width"], row["height"]],
              "crs": row["crs"], "bounds": [row["minx"], row["miny"], row["maxx"], row["maxy"]]}
-    if corr is not None:
-        props["corrected"] = corr
     if folded is not None:
         props["near_duplicates"] = folded
     return {"type": "Feature", "id": f"{col.name}:{tile_id}", "geometry": _geojson_geometry(row["geom"]),
@@ -248,15 +247,18 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     if req.geometry is not None:
         area_json.update(geometry=_geojson_geometry(area), geometry_crs="EPSG:4326")
     by = "feedback" if q.kind == "feedback" else "querybank" if rerank is not None else "cosine"
-    scoring: dict[str, Any] = {"ranked_by": by, "score": "cosine with the query vector" if q.kind != "feedback" else
-               "cosine with the feedback classifier's direction",
-               "relevance": {"text": "share of real captions whose best hit here scores lower, times the text "
-                                     "gate", "example": "share of sampled tiles whose nearest other tile is "
-                                                        "less similar", "feedback": "classifier probability"}[q.kind]}
+    scoring: dict[str, Any] = {
+        "ranked_by": by,
+        "score": {"cosine": "cosine with the query vector", "feedback": "classifier probability",
+                  "querybank": "cosine minus the tile's querybank offset (QB-Norm)"}[by],
+        "cosine": "cosine with the query vector" if q.kind != "feedback" else
+                  "cosine with the feedback classifier's direction",
+        "relevance": {"text": "share of real captions whose best hit here scores lower, times the text gate",
+                      "example": "share of sampled tiles whose nearest other tile is less similar",
+                      "feedback": "classifier probability"}[q.kind]}
     if q.kind == "text":
         scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
     if rerank is not None:
-        scoring["corrected"] = "cosine minus the tile's querybank offset (QB-Norm)"
         scoring["beta"] = rerank.bank.beta
     if q.classifier is not None:
         scoring["classifier"] = {"scale": round(q.classifier.scale, 4), "bias": round(q.classifier.bias, 4)}

@@ -44,8 +44,8 @@ def test_text_hits_are_reranked_by_the_corrected_score(fresh, model, embedder, b
     offsets = bank.offsets(col.vectors(ids))
     for f, off in zip(feats, offsets):
         p = f["properties"]
-        assert p["corrected"] == pytest.approx(p["score"] - off, abs=2e-6)  # the cosine stays in `score`
-    corrected = [f["properties"]["corrected"] for f in feats]
+        assert p["score"] == pytest.approx(p["cosine"] - off, abs=2e-6)  # ranked by it; the cosine stays
+    corrected = [f["properties"]["score"] for f in feats]
     assert corrected == sorted(corrected, reverse=True)
     # 22 tiles fit in one re-rank pool: the top 5 are the exact corrected top 5 of the whole collection
     every = col.ids()
@@ -56,7 +56,7 @@ def test_text_hits_are_reranked_by_the_corrected_score(fresh, model, embedder, b
     assert [f["properties"]["tile_id"] for f in feats[:5]] == top5
     plain = run(fresh, model, embedder, bank, text="an island in the sea", k=22, dedupe=False, ranking="cosine")
     assert plain["scoring"]["ranked_by"] == "cosine"
-    assert all("corrected" not in f["properties"] for f in plain["features"])
+    assert all(f["properties"]["score"] == f["properties"]["cosine"] for f in plain["features"])
     scores = [f["properties"]["score"] for f in plain["features"]]
     assert scores == sorted(scores, reverse=True) and sorted(ids) == sorted(f["properties"]["tile_id"]
                                                                              for f in plain["features"])

@@ -79,7 +79,7 @@ def test_relevance_separates_real_queries_from_nonsense(geo, model, embedder, re
 
     real, junk = [best(t) for t in REAL], [best(t) for t in NONSENSE]
     # the cosine alone does not tell them apart on this collection (the complaint) ...
-    assert max(p["score"] for p in junk) > min(p["score"] for p in real)
+    assert max(p["cosine"] for p in junk) > min(p["cosine"] for p in real)
     # ... the relevance does, clearly
     assert max(p["relevance"] for p in junk) < 0.1
     assert min(p["relevance"] for p in real) > 0.3

@@ -40,7 +40,7 @@ def test_text_search_returns_ranked_geojson(indexed, model, embedder):
             bounds[str(path)] = box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))
     for f in feats:
         p = f["properties"]
-        assert set(p) >= {"rank", "score", "tile_id", "collection", "raster", "window", "crs"}
+        assert set(p) >= {"rank", "score", "cosine", "relevance", "tile_id", "collection", "raster", "window", "crs"}
         assert p["collection"] == "base" and p["crs"] in ("EPSG:32620", "EPSG:26913")
         assert f["geometry"]["type"] == "Polygon"
         assert bounds[p["raster"]].buffer(1e-9).contains(shape(f["geometry"]))
@@ -61,11 +61,12 @@ def test_bbox_filters_in_any_crs(indexed, model, embedder):
 
 
 def test_min_cosine_and_search_by_example(indexed, model, embedder):
-    top = run(indexed, model, embedder, text="clouds over the ocean", k=22, dedupe=False)["features"]
-    cut = top[2]["properties"]["score"]
+    top = run(indexed, model, embedder, text="clouds over the ocean", k=22, dedupe=False, ranking="cosine")[
+        "features"]
+    cut = top[2]["properties"]["cosine"]
     kept = run(indexed, model, embedder, text="clouds over the ocean", k=22, dedupe=False,
                min_cosine=cut)["features"]
-    assert all(f["properties"]["score"] >= cut for f in kept) and 3 <= len(kept) < 22
+    assert all(f["properties"]["cosine"] >= cut for f in kept) and 3 <= len(kept) < 22
     tile = top[-1]["properties"]["tile_id"]
     similar = run(indexed, model, embedder, tile_id=tile, collection="base", k=3)["features"]
     assert similar[0]["properties"]["tile_id"] == tile
