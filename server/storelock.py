@@ -31,6 +31,8 @@ class StoreLock:
         except Timeout:
             raise StoreInUse(f"store in use by PID {self.holder()}: {self.root} is already served by another "
                              "server; stop that one, or start this one with another --store") from None
+        except OSError as e:  # the lock file cannot be created: a full disk, say
+            raise write_failure(storage_fault(e) or "io", e, self.root, None) from e
         with contextlib.suppress(OSError):  # the PID only improves the message; a full disk must not stop us
             (self.root / PID_NAME).write_text(str(os.getpid()), encoding="ascii")
 
