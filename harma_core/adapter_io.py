@@ -1,6 +1,6 @@
 """Adapter files on disk: `adapter.safetensors` (trained weights only) + `adapter_config.json`, and their hash.
 
-save_adapter / load_adapter / adapter_hash are also importable from harma_core.adapters.
+Depends on harma_core.adapters (what to save and where it goes), never the reverse.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from torch import nn
 
 from harma_core.errors import AdapterError
 
-# save_adapter, load_adapter, adapter_hash and read_adapter_config are re-exported from adapter_io below.
 __all__ = [
     "HEAD_PATTERNS", "HarmaAdapter", "HarmaConfig", "HarmaState", "MiniAdapter", "adapter_state_dict",
     "freeze_norm_stats", "harma_config", "inject_harma", "mark_trainable", "trainable_parameters",
@@ -36,7 +35,6 @@ TOWER_KINDS = ("image", "text")
 # Projection heads into the joint space of open_clip models (CLIP, CustomTextCLIP, timm and HF towers).
 HEAD_PATTERNS = ("visual.proj", "visual.head", "text_projection", "text.text_projection", "text.proj")
 SCALE_NAMES = ("logit_scale", "logit_bias")
-_IO_NAMES = ("adapter_hash", "load_adapter", "read_adapter_config", "save_adapter")
 
 
 @dataclass(frozen=True)
@@ -453,11 +451,3 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     names = _adapter_names(model)
     return {n: p.detach() for n, p in model.named_parameters() if n in names}
 
-
-def __getattr__(name: str) -> Any:
-    """Re-export the file functions of adapter_io lazily (adapter_io imports this module)."""
-    if name in _IO_NAMES:
-        from harma_core import adapter_io
-
-        return getattr(adapter_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,17 +16,21 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.transforms.functional import pil_to_tensor
 
-from harma_core.adapter_io import CONFIG_FILE, WEIGHTS_FILE, write_adapter
+from harma_core.adapter_io import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    adapter_hash,
+    load_adapter,
+    save_adapter,
+    write_adapter,
+)
 from harma_core.adapters import (
     HarmaAdapter,
     HarmaConfig,
-    adapter_hash,
     adapter_state_dict,
     freeze_norm_stats,
     inject_harma,
-    load_adapter,
     mark_trainable,
-    save_adapter,
     trainable_parameters,
 )
 from harma_core.errors import AdapterError

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from harma_core.data import load_dataset
 from harma_core.evaluate import evaluate_items, format_table
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_bootstrap.run_tool(main))
