@@ -126,7 +126,7 @@ class Bench:
             props = [self.search({"text": t, "k": 1})["features"][0]["properties"] for t in texts]
             rel = [p["relevance"] for p in props]
             return (np.asarray([np.nan if v is None else v for v in rel], dtype=np.float64),
-                    np.asarray([p["score"] for p in props]))
+                    np.asarray([p["cosine"] for p in props]))
 
         (r_rel, r_cos), (j_rel, j_cos) = best(real), best(junk)
 
@@ -153,7 +153,7 @@ def evaluate_reference(dataset: Path, split: str, querybank: str) -> dict[str, A
 
 
 def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.Namespace,
-                with_classes: bool) -> dict[str, Any]:
+                with_classes: bool, n_captions: int | None) -> dict[str, Any]:
     """Mosaic, index, serve and measure one dataset split."""
     from harma_core.data import normalize_caption
 
@@ -166,8 +166,8 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
         for c in s["captions"]:
             captions.append(normalize_caption(c))
             owners.append(i)
-    if args.captions and args.captions < len(captions):
-        keep = sorted(random.Random(0).sample(range(len(captions)), args.captions))
+    if n_captions and n_captions < len(captions):
+        keep = sorted(random.Random(0).sample(range(len(captions)), n_captions))
         captions, owners = [captions[i] for i in keep], [owners[i] for i in keep]
     labels = [s["label"] for s in scenes]
     server = Server(store, "harma-lite", tmp / f"server_{name}.log")
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rsicd", action="store_true", help="also RSICD val (224 px scenes; no class P@10)")
     ap.add_argument("--captions", type=int, help="query a fixed random sample of N captions (default: all)")
+    ap.add_argument("--rsicd-captions", type=int, default=1000,
+                    help="captions sampled for RSICD (default 1000 of ~5,500; evaluate.py uses all)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the tools/evaluate.py reference")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -247,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="harma-bench-quality-") as tmpdir:
         tmp = Path(args.keep) if args.keep else Path(tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
-        runs.append(run_dataset(UCM_DIR, "val", 256, tmp, args, with_classes=True))
+        runs.append(run_dataset(UCM_DIR, "val", 256, tmp, args, with_classes=True, n_captions=args.captions))
         if args.rsicd:
-            runs.append(run_dataset(RSICD_DIR, "val", 224, tmp, args, with_classes=False))
+            runs.append(run_dataset(RSICD_DIR, "val", 224, tmp, args, with_classes=False,
+                                    n_captions=args.captions or args.rsicd_captions))
     print(report(runs))
     emit({"bench": "product_quality", "machine": {**info, "loadavg_end": list(os.getloadavg())},
           "seconds": round(time.perf_counter() - t0, 1), "runs": runs})

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from harma_core.querybank import QueryBank, QueryBankError
+from server.errors import NotFound
 
 log = logging.getLogger(__name__)
 SIDECAR = "querybank_offsets.npz"
@@ -48,8 +49,8 @@ class TileOffsets:
     def __init__(self, folder: Path, bank: QueryBank) -> None:
         self.path = folder / SIDECAR
         self.bank = bank
-        self.labels = np.zeros(0, dtype=np.int64)  # sorted
-        self.values = np.zeros(0, dtype=np.float32)
+        # (sorted labels, their offsets), replaced as one object so readers never see a mix of two versions
+        self.table: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         self.computed = 0  # tiles whose offsets this process computed (the rest came from the file)
         self._lock = threading.Lock()
         self._read()
@@ -65,25 +66,27 @@ class TileOffsets:
             return
         if digest == self.bank.digest and len(labels) == len(values):
             order = np.argsort(labels, kind="stable")
-            self.labels, self.values = labels[order].astype(np.int64), values[order].astype(np.float32)
+            self.table = (labels[order].astype(np.int64), values[order].astype(np.float32))
 
     def _write(self) -> None:
         tmp = self.path.with_name(f".{SIDECAR}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, digest=np.array(self.bank.digest), labels=self.labels, offsets=self.values)
+        labels, values = self.table
+        np.savez(tmp, digest=np.array(self.bank.digest), labels=labels, offsets=values)
         os.replace(tmp, self.path)
 
     def update(self, col: Any) -> None:
         """Compute offsets for searchable tiles that have none yet, and save them."""
         with self._lock:
+            old_labels, old_values = self.table
             ids = np.asarray(col.ids(), dtype=np.int64)
-            new = ids[~np.isin(ids, self.labels)]
+            new = ids[~np.isin(ids, old_labels)]
             if not len(new):
                 return
             parts = [self.bank.offsets(col.vectors(new[s:s + BATCH].tolist())) for s in range(0, len(new), BATCH)]
-            labels = np.concatenate([self.labels, new])
-            values = np.concatenate([self.values, *parts])
+            labels = np.concatenate([old_labels, new])
+            values = np.concatenate([old_values, *parts])
             order = np.argsort(labels, kind="stable")
-            self.labels, self.values = labels[order], values[order].astype(np.float32)
+            self.table = (labels[order], values[order].astype(np.float32))
             self.computed += len(new)
             try:
                 self._write()
@@ -93,12 +96,16 @@ class TileOffsets:
     def of(self, col: Any, ids: list[int]) -> np.ndarray:
         """Offsets of the given tiles (computing any that are missing)."""
         want = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.labels, want)
-        pos = np.minimum(pos, max(len(self.labels) - 1, 0))
-        if not len(self.labels) or not np.array_equal(self.labels[pos], want):
+        labels, values = self.table
+        pos = np.minimum(np.searchsorted(labels, want), max(len(labels) - 1, 0))
+        if not len(labels) or not np.array_equal(labels[pos], want):
             self.update(col)
-            pos = np.minimum(np.searchsorted(self.labels, want), len(self.labels) - 1)
-        return self.values[pos]
+            labels, values = self.table
+            pos = np.minimum(np.searchsorted(labels, want), len(labels) - 1)
+            if not np.array_equal(labels[pos], want):  # a tile deleted since the index answered
+                raise NotFound(f"tile(s) {want[labels[pos] != want][:5].tolist()} left collection "
+                               f"{col.name!r} during the search; search again")
+        return values[pos]
 
 
 class Reranker:
