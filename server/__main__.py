@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from harma_core import HarmaError
     from harma_core.onnx_runtime import load_model
     from server.app import create_app
+    from server.storelock import StoreLock
 
     try:
+        store_lock = StoreLock.take(args.store)  # before the model loads: a second server is refused at once
         model = load_model(args.model, device=args.device, runtime=args.runtime)
-        app = create_app({"LOADED_MODEL": model,
+        app = create_app({"LOADED_MODEL": model, "STORE_LOCK": store_lock,
                           "STORE": args.store, "ALLOWED_ROOTS": args.allowed_root, "TOKEN": args.token,
                           "MODEL": args.model, "DEVICE": args.device, "BATCH_SIZE": args.batch_size,
                           "GDAL_CACHE_MB": args.gdal_cache_mb})

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 1 << 20,  # 1 MiB: requests carry paths and queries, never data
     "LOADED_MODEL": None,  # an already created model to share (tests, embedding apps)
     "LOCK_STORE": True,  # one server per store: a second one is refused with the holder's PID
+    "STORE_LOCK": None,  # a StoreLock the caller already holds on STORE (taken before a slow model load)
     "GDAL_CACHE_MB": None,  # GDAL's block cache; None: 64 MB unless GDAL_CACHEMAX is set in the environment
 }
 GDAL_CACHE_MB = 64  # GDAL's own default (5% of RAM) takes GBs on huge rasters for no speed-up here
@@ -69,8 +70,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     cfg = app.config
     _limit_gdal_cache(cfg["GDAL_CACHE_MB"])
     store = Store(cfg["STORE"], checkpoint_every=int(cfg["CHECKPOINT_EVERY"]))
-    lock = StoreLock(store.root) if cfg["LOCK_STORE"] and store.writable else None  # read-only: nobody writes
-    if lock is not None:
+    lock = cfg["STORE_LOCK"]
+    if lock is None and cfg["LOCK_STORE"] and store.writable:  # read-only: nobody writes, no lock needed
+        lock = StoreLock(store.root)
         lock.acquire()  # before the model loads: a refused second server fails fast
     try:
         model = cfg["LOADED_MODEL"] or create_model(cfg["MODEL"], device=cfg["DEVICE"])

@@ -24,6 +24,16 @@ class StoreLock:
         self.root = Path(root)
         self._lock = FileLock(self.root / LOCK_NAME, timeout=0, thread_local=False)
 
+    @classmethod
+    def take(cls, root: str | Path) -> StoreLock | None:
+        """The lock of an existing writable store folder, acquired (StoreInUse if held); None otherwise."""
+        path = Path(root).expanduser().resolve()
+        if not path.is_dir() or not os.access(path, os.W_OK):
+            return None
+        lock = cls(path)
+        lock.acquire()
+        return lock
+
     def acquire(self) -> None:
         """Take the lock or raise StoreInUse with the holder's PID."""
         try:

@@ -65,6 +65,10 @@ def test_a_job_on_a_full_disk_fails_clearly_and_loses_nothing(tmp_path, indexed,
             assert job["state"] == "failed", job
             assert DISK_FULL.match(job["errors"][-1]) and DISK_FULL.match(job["errors"][-1])[1] == "22", job
             assert _state(base) == before
+        done = subprocess.run([sys.executable, "tools/index.py", "--store", str(store), "base", str(PAN), "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        lines = done.stderr.strip().splitlines()  # the CLI says the same in one line
+        assert done.returncode == 2 and len(lines) == 1 and DISK_FULL.match(lines[0][7:]), done.stderr
         assert (store / "base" / "index.bin").read_bytes() == saved
         assert len(tile_set(Store(store).get("base"))) == 22
         filler.unlink()
