@@ -33,7 +33,7 @@ from harma_core.zoo import LoadedModel, create_model
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx")
-EXPORT_VERSION = 1  # bump when the wrappers below change: cached graphs of older versions are rebuilt
+EXPORT_VERSION = 1  # bump when the export code in this module changes: cached graphs of older versions are rebuilt
 PARITY_COSINE = 0.9999  # ORT vs torch on the export's own example inputs, checked at export time
 _EXPORT_BATCH = 2  # example batch for tracing; batch and text length are dynamic in the graph
 
@@ -87,9 +87,26 @@ def _hf_text(model: nn.Module) -> nn.Module | None:
     return text if hasattr(text, "transformer") and hasattr(text, "pooler") else None
 
 
+def _code_stamp() -> list[str]:
+    """What defines the towers' forward besides the weights: library versions and our model code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "open_clip_torch", "timm", "transformers", "onnxscript"):
+        try:
+            out.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg}=none")
+    here = Path(__file__).parent
+    for f in ("adapters.py", "zoo.py", *(f"configs/{c.name}" for c in sorted(here.glob("configs/*")))):
+        out.append(hashlib.sha256((here / f).read_bytes()).hexdigest()[:16])
+    return out
+
+
 def export_key(loaded: LoadedModel) -> str:
-    """Folder name of a model's graphs: its identity, made file-safe, plus a hash of what shapes the export."""
-    stamp = json.dumps([loaded.identity, EXPORT_VERSION, torch.__version__])
+    """Folder name of a model's graphs: its identity, made file-safe, plus a hash of the identity, the
+    library versions and the model code, so that a change to any of them gets a fresh export."""
+    stamp = json.dumps([loaded.identity, EXPORT_VERSION, *_code_stamp()])
     safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", loaded.identity)[:80]
     return f"{safe}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
 
@@ -100,7 +117,8 @@ def _export_mode():
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        with warnings.catch_warnings(), torch.no_grad(), open(os.devnull, "w") as null, \
+                contextlib.redirect_stdout(null):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -133,7 +151,8 @@ def export_towers(loaded: LoadedModel, folder: Path) -> None:
     ids = loaded.tokenizer(["a river next to a forest", "a harbour with many boats"]).to(loaded.device)
     hf = _hf_text(model)
     with _export_mode():
-        pixels = torch.zeros(_EXPORT_BATCH, 3, size, size, device=loaded.device)
+        gen = torch.Generator().manual_seed(0)  # a real-looking input for the parity check, not zeros
+        pixels = torch.randn(_EXPORT_BATCH, 3, size, size, generator=gen).to(loaded.device)
         _export(_ImageGraph(model), (pixels,), ["pixels"], ({0: batch},), folder / "image.onnx")
         if hf is not None:
             mask = (ids != hf.config.pad_token_id).long()
@@ -264,7 +283,15 @@ def with_runtime(loaded: LoadedModel, runtime: str = "auto", threads: int | None
     if resolve_runtime(runtime, loaded.device) == "torch":
         return loaded
     folder, cached = exported_folder(loaded)
-    onnx_model = OnnxModel(loaded, folder, threads=threads)
+    try:
+        onnx_model = OnnxModel(loaded, folder, threads=threads)
+    except Exception:  # noqa: BLE001 - a damaged cached graph (truncated copy, disk error): export anew
+        if not cached:
+            raise
+        log.warning("cached ONNX graphs in %s do not load; exporting again", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder, _ = exported_folder(loaded)
+        onnx_model = OnnxModel(loaded, folder, threads=threads)
     if loaded.base_hash == "random":
         weakref.finalize(onnx_model, shutil.rmtree, folder, True)
     log.info("ONNX Runtime on CPU for %s (%s graphs in %s)", loaded.identity, "cached" if cached else "new", folder)
