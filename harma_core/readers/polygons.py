@@ -179,7 +179,7 @@ def read_polygon_tiles(src: PolygonSource) -> ReadReport:
             stretch = stretch_limits(ds, bands)
             for window in grid_windows(ds.width, ds.height, side, stride):
                 win = tuple(int(v) for v in window.flatten())
-                source = f"{path.name}:window {win}"
+                source = f"{path}:window {win}"  # the full path: feature caches are keyed by it
                 cover, splits = _cover(gdf, box(*window_bounds(ds.transform, window)))
                 labels = tuple(sorted((lab for lab, c in cover.items() if c >= src.min_cover),
                                       key=lambda lab: -cover[lab]))
