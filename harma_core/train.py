@@ -140,6 +140,9 @@ def val_score(metrics: dict) -> float:
 
 def load_splits(cfg: TrainConfig) -> tuple[list[Item], dict[str, list[Item]]]:
     """Train items of every source pooled; val items per source (caption dataset name, or 'polygons')."""
+    if not cfg.data and not cfg.raster:
+        raise ConfigError("no training data: give --data DATASET and/or --raster X.tif --labels Y.gpkg "
+                          "--label-field FIELD")
     train_items, val = [], {}
     for d in cfg.data:
         train_items += load_dataset(d, "train").items

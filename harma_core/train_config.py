@@ -75,9 +75,6 @@ class TrainConfig:
             raise ConfigError(f"captions_per_image {self.captions_per_image} must be at least 1")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs {self.epochs} and batch_size {self.batch_size} must be at least 1")
-        if not self.data and not self.raster:
-            raise ConfigError("no training data: give --data DATASET and/or --raster X.tif --labels Y.gpkg "
-                              "--label-field FIELD")
         if self.raster and (not self.labels or not self.label_field):
             raise ConfigError("--raster needs --labels (polygons file) and --label-field (their class field)")
         if not self.raster and (self.labels or self.label_field or self.split_field):
