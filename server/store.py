@@ -68,7 +68,9 @@ class Store:
     def __init__(self, root: str | Path, checkpoint_every: int = 2048, create: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
-            if not create or self.root.exists():
+            if self.root.exists():
+                raise InvalidRequest(f"store {self.root} is a file, not a folder; check --store")
+            if not create:
                 raise NotFound(f"store folder {self.root} does not exist; check --store")
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
