@@ -30,7 +30,11 @@ import numpy as np
 from _common import REPO, RSICD_DIR, UCM_DIR, emit, machine, quiet_logs, run_json, table
 from search import Server
 
+from server.hubness import ENV
+
 K = 10
+CONFIGS = {"cosine": {"ranking": "cosine", "dedupe": False}, "cosine+dedupe": {"ranking": "cosine", "dedupe": True},
+           "querybank+dedupe": {"ranking": "auto", "dedupe": True}}
 GIBBERISH = ["qwxz zzkq 12345", "xkcd blorp vrrm", "asdf jkl", "!!!???", "lorem ipsum dolor", "zzzz",
              "12345 67890", "vbnm qpqp", "grlk fnord zib", "ooo ooo ooo", "hjkl; ';.,", "xyzzy plugh"]
 
@@ -178,10 +182,8 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
         bench = Bench(server, name, mosaic.cols, cell, labels)
         vocab = {w for s in scenes for c in s["captions"] for w in normalize_caption(c).split()}
         queries = {lab: words_of(lab, vocab) for lab in sorted(set(labels))}
-        configs = {"cosine": {"ranking": "cosine", "dedupe": False},
-                   "cosine+dedupe": {"ranking": "cosine", "dedupe": True},
-                   "querybank+dedupe": {"ranking": "auto", "dedupe": True}}
-        for cname, extra in configs.items():
+        for cname in args.configs:
+            extra = CONFIGS[cname]
             t0 = time.perf_counter()
             res = {"recall": bench.recall(captions, owners, extra)}
             if cname == "querybank+dedupe" and res["recall"]["ranked_by"] != ["querybank"]:
@@ -198,7 +200,7 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
     finally:
         server.stop()
     if not args.no_evaluate:
-        ref = evaluate_reference(dataset, split, "auto")
+        ref = evaluate_reference(dataset, split, args.querybank)
         out["evaluate"] = {k: v for k, v in ref.items() if k.startswith("t2i") or k.startswith("mR")
                            or k in ("n_images", "n_captions")}
     return out
@@ -242,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="captions sampled for RSICD (default 1000 of ~5,500; evaluate.py uses all)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the tools/evaluate.py reference")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    ap.add_argument("--querybank", default="auto",
+                    help="bank for the server and evaluate.py: auto (shipped), none, or a querybank.safetensors")
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), help="rankings to run")
     args = ap.parse_args(argv)
+    if args.querybank != "auto":
+        os.environ[ENV] = args.querybank  # read by the server child (server.hubness.bank_for)
     info = machine()
     t0 = time.perf_counter()
     runs = []

@@ -24,15 +24,20 @@ from server.errors import NotFound
 
 log = logging.getLogger(__name__)
 SIDECAR = "querybank_offsets.npz"
+ENV = "HARMA_QUERYBANK"  # path of a bank file to use instead of the shipped one, or "none"
 BATCH = 65_536  # tiles whose vectors are gathered at a time when offsets are computed
 
 
 def bank_for(model: Any) -> QueryBank | None:
-    """The query bank shipped with this model, or None (none shipped, or a model object without one)."""
+    """The query bank of this model: the file named by $HARMA_QUERYBANK ('none' for no bank), else the one
+    shipped with the model; None when there is none or it belongs to another model (logged)."""
     if not hasattr(model, "adapter_dir"):
         return None
+    chosen = os.environ.get(ENV, "").strip()
+    if chosen.lower() == "none":
+        return None
     try:
-        return QueryBank.find(model)
+        return QueryBank.load(model, chosen) if chosen else QueryBank.find(model)
     except QueryBankError as e:  # a mismatched bank disables relevance and re-ranking, never search
         log.warning("query bank not used: %s", e)
         return None

@@ -13,7 +13,7 @@ from server_testutil import GEOTIFF_DIR
 from harma_core.data import flatten_captions, load_dataset
 from harma_core.querybank import QueryBank
 from server.errors import InvalidRequest
-from server.hubness import SIDECAR, Reranker
+from server.hubness import ENV, SIDECAR, Reranker, bank_for
 from server.pipeline import index_rasters
 from server.relevance import Relevance
 from server.search import SearchRequest, TextEmbedder, search
@@ -90,3 +90,14 @@ def test_querybank_ranking_applies_to_text_only(fresh, model, embedder, bank):
     with pytest.raises(InvalidRequest, match="needs the query bank shipped with the model"):
         search(Store(fresh), model, embedder, SearchRequest.from_json({"text": "a river", "ranking": "querybank"}),
                Relevance(None))
+
+
+def test_the_bank_can_be_chosen_by_environment(model, bank, tmp_path, monkeypatch, caplog):
+    bank.save(tmp_path)
+    monkeypatch.setenv(ENV, str(tmp_path / "querybank.safetensors"))
+    assert bank_for(model).digest == bank.digest
+    monkeypatch.setenv(ENV, "none")
+    assert bank_for(model) is None
+    QueryBank(bank.embeddings, "another-model:w=0:a=0", 20.0).save(tmp_path)
+    monkeypatch.setenv(ENV, str(tmp_path))
+    assert bank_for(model) is None and "was built by another-model" in caplog.text
