@@ -8,9 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from server.collection import Collection
 from server.errors import InvalidRequest, NotFound
 from server.shards import ShardMeta, check_compatible, read_meta, read_tiles
-from server.store import Collection, Store
+from server.store import Store
 from server.tiling import TilingParams
 
 

@@ -36,6 +36,11 @@ def raster_key(path: str) -> str:
     return f"{Path(path).stem[:40]}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
 
 
+def config_tag(identity: str, params: TilingParams) -> str:
+    """Short hash of model identity and tiling: shards of other models or tilings never share a file name."""
+    return hashlib.sha1(json.dumps([identity, params.to_dict()], sort_keys=True).encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A run of consecutive windows of one raster's plan, written as one shard."""
@@ -45,11 +50,12 @@ class Chunk:
     parts: int
     first: int  # position of windows[0] in the raster's window plan
     windows: tuple[tuple[int, int, int, int], ...]
+    tag: str  # config_tag of the run
 
     @property
     def shard_name(self) -> str:
         """File name of this chunk's shard."""
-        return f"{raster_key(self.info.path)}-p{self.part:05d}of{self.parts:05d}.parquet"
+        return f"{raster_key(self.info.path)}-{self.tag}-p{self.part:05d}of{self.parts:05d}.parquet"
 
     def blocks(self, chunk_id: int, size: int = READ_BLOCK) -> Iterator[dict[str, Any]]:
         """Read-stage input rows: the raster description travels as JSON, never an open file."""
@@ -59,7 +65,7 @@ class Chunk:
                    "windows": json.dumps(self.windows[s:s + size])}
 
 
-def plan_chunks(infos: Iterable[RasterInfo], shard_tiles: int) -> list[Chunk]:
+def plan_chunks(infos: Iterable[RasterInfo], shard_tiles: int, tag: str) -> list[Chunk]:
     """Cut every raster's window plan (the local engine's, in its order) into chunks of <= shard_tiles."""
     if shard_tiles < 1:
         raise InvalidRequest(f"shard_tiles={shard_tiles} must be at least 1")
@@ -68,7 +74,8 @@ def plan_chunks(infos: Iterable[RasterInfo], shard_tiles: int) -> list[Chunk]:
         wins = [(int(w.col_off), int(w.row_off), int(w.width), int(w.height)) for w in plan_windows(info)]
         parts = max(1, -(-len(wins) // shard_tiles))
         for p in range(parts):
-            chunks.append(Chunk(info, p, parts, p * shard_tiles, tuple(wins[p * shard_tiles:(p + 1) * shard_tiles])))
+            chunks.append(Chunk(info, p, parts, p * shard_tiles, tuple(wins[p * shard_tiles:(p + 1) * shard_tiles]),
+                                tag))
     return chunks
 
 
@@ -79,13 +86,8 @@ def shard_meta(chunk: Chunk, model: dict[str, Any], params: TilingParams, nodata
 
 
 def pending(chunks: list[Chunk], out_dir: Path, identity: str, params: TilingParams) -> list[int]:
-    """Indexes of chunks without a valid shard yet; shards of other runs of the same raster file are removed."""
+    """Indexes of chunks without a valid shard yet (a shard of an older version of the raster is redone)."""
     todo = []
-    wanted = {c.shard_name for c in chunks}
-    keys = {raster_key(c.info.path) for c in chunks}
-    for old in out_dir.glob("*.parquet") if out_dir.is_dir() else []:
-        if old.name not in wanted and old.name.rsplit("-p", 1)[0] in keys:
-            old.unlink()  # another chunking of a raster being re-planned now
     for i, c in enumerate(chunks):
         path = out_dir / c.shard_name
         if path.exists():
@@ -163,8 +165,8 @@ class ShardCollector:
         for j in range(len(batch["index"])):
             cid, idx = int(batch["chunk"][j]), int(batch["index"][j])
             rows = self.rows.get(cid)
-            if rows is None or idx in rows:
-                self.duplicates += rows is not None
+            if rows is None or idx in rows:  # a retried task's row, or one of a chunk already written
+                self.duplicates += 1
                 continue
             chunk = self.chunks[cid]
             win = chunk.windows[idx - chunk.first]

@@ -18,7 +18,7 @@ from server.cli import open_or_create
 from server.errors import InvalidRequest, NotFound
 from server.paths import find_rasters
 from server.shard_import import ImportReport, import_shards
-from server.shard_plan import Encoder, ShardCollector, pending, plan_chunks, run_in_process
+from server.shard_plan import Encoder, ShardCollector, config_tag, pending, plan_chunks, run_in_process
 from server.store import Store
 from server.tiling import RasterInfo, TilingParams
 
@@ -87,7 +87,8 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
     else:
         inspected = _inspect_local(todo_files, col.params)
     report.skipped = [{"raster": p, "reason": err} for p, _, err in inspected if err]
-    chunks = plan_chunks([i for _, i, _ in inspected if i is not None], shard_tiles)
+    chunks = plan_chunks([i for _, i, _ in inspected if i is not None], shard_tiles,
+                         config_tag(model.identity, col.params))
     todo = pending(chunks, out_dir, model.identity, col.params)
     report.shards_reused = len(chunks) - len(todo)
     meta = {"identity": model.identity, "name": model.name, "dim": int(model.dim)}
@@ -114,11 +115,12 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
     report.shards_written, report.tiles, report.nodata_tiles = len(todo), collector.tiles, collector.nodata
     report.duplicates_dropped = collector.duplicates
     windows = report.tiles + report.nodata_tiles
-    report.tiles_per_s = windows / report.seconds if report.seconds > 0 else 0.0
-    if first:
+    report.tiles_per_s = report.tiles / report.seconds if report.seconds > 0 else 0.0  # as the local engine counts
+    if first and windows:
         report.first_batch_s = first[0][0] - t0
         after = report.seconds - report.first_batch_s
-        report.steady_tiles_per_s = (windows - first[0][1]) / after if after > 0 else 0.0
+        steady_windows = (windows - first[0][1]) / after if after > 0 else 0.0
+        report.steady_tiles_per_s = steady_windows * report.tiles / windows
     if chunks:
         report.imported = import_shards(store, name, [out_dir / c.shard_name for c in chunks], order=files)
     else:
