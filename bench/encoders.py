@@ -68,11 +68,11 @@ def random_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def captions(n: int) -> list[str]:
-    """n real captions of the UCM validation split (repeated when it holds fewer)."""
+    """n distinct real captions of the UCM validation split (repeated when it holds fewer)."""
     from harma_core.data import flatten_captions, load_dataset, normalize_caption
 
     caps, _ = flatten_captions(load_dataset(UCM_DIR, "val").items)
-    caps = [normalize_caption(c) for c in caps]
+    caps = list(dict.fromkeys(normalize_caption(c) for c in caps))  # distinct: embed_texts embeds each once
     return (caps * (n // len(caps) + 1))[:n]
 
 

@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="64 px tiles (707 tiles, steady state), one round")
+    ap.add_argument("--quick", action="store_true", help="64 px tiles (674 tiles: steady state), one round")
     ap.add_argument("--tile-size", type=int, help="tile side in pixels (quick and full 64)")
     ap.add_argument("--overlap", type=int, help="overlap in pixels (default 0)")
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline and encoder batch (default 32)")

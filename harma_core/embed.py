@@ -58,10 +58,18 @@ def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: i
 
 @torch.inference_mode()
 def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused."""
+    """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused.
+
+    Each distinct text is embedded once, so repeated texts get bit-identical rows: their ties in a ranking
+    are exact, not decided by rounding noise that depends on the batch (and differs between runtimes).
+    """
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise InputError(f"text {i} is empty; give a non-empty query such as 'a river'")
+    unique = list(dict.fromkeys(texts))
+    if len(unique) < len(texts):
+        row = {t: i for i, t in enumerate(unique)}
+        return embed_texts(loaded, unique, batch_size)[[row[t] for t in texts]]
     model, onnx = loaded.model.eval(), _runs_onnx(loaded)
     out = np.empty((len(texts), loaded.dim), dtype=np.float32)
     for start in range(0, len(texts), batch_size):

