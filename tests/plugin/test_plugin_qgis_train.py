@@ -12,7 +12,13 @@ import urllib.request
 import processing
 import pytest
 from plugin_testing import REPO, SERVER_PYTHON, WAIT_LIMIT_S, get_json
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 
 UCM = REPO / ".." / "shared" / "data" / "captions" / "ucm_captions"
 
@@ -38,7 +44,23 @@ class RecordingFeedback(QgsProcessingFeedback):
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory, qgis_processing, plugin):
+def provider(qgis_processing):
+    """The plugin's Processing provider, registered as the plugin does (no harma-lite server needed)."""
+    from harma_search.processing.provider import HarmaProvider
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    added = None
+    if registry.providerById("harma_search") is None:
+        added = HarmaProvider()
+        assert registry.addProvider(added)
+    yield
+    if added is not None:
+        registry.removeProvider(added)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory, provider):
     """(URL, mosaic folder) of a harma-tiny server whose allowed root holds a labelled mosaic."""
     data = tmp_path_factory.mktemp("mosaic")
     subprocess.run([str(SERVER_PYTHON), "tools/mosaic.py", str(UCM), "--split", "train", "--per-class", "2",
@@ -60,25 +82,37 @@ def tiny_server(tmp_path_factory, qgis_processing, plugin):
     proc.wait(timeout=60)
 
 
-def _params(url, data, **extra):
-    rasters = [QgsRasterLayer(str(data / "mosaic.tif"), "mosaic", "gdal")]
+@pytest.fixture(scope="module")
+def layers(tiny_server):
+    """(raster layer id, polygon layer id) of the mosaic, owned by the project as a user's layers are.
+
+    Layer objects handed to processing.run outside a project outlive QGIS and crash its exit.
+    """
+    _, data = tiny_server
+    raster = QgsRasterLayer(str(data / "mosaic.tif"), "mosaic", "gdal")
     polygons = QgsVectorLayer(f"{data / 'mosaic.gpkg'}|layername=cells", "cells", "ogr")
-    assert rasters[0].isValid() and polygons.isValid()
-    return {"RASTERS": rasters, "POLYGONS": polygons, "LABEL_FIELD": "label", "EPOCHS": 2, "TILE_SIZE": 256,
+    assert raster.isValid() and polygons.isValid()
+    QgsProject.instance().addMapLayers([raster, polygons])
+    yield raster.id(), polygons.id()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def _params(url, layers, **extra):
+    return {"RASTERS": [layers[0]], "POLYGONS": layers[1], "LABEL_FIELD": "label", "EPOCHS": 2, "TILE_SIZE": 256,
             "BATCH_SIZE": 4, "SERVER_URL": url, **extra}
 
 
-def test_training_reports_progress_and_reindexes_on_request(tiny_server):
-    url, data = tiny_server
+def test_training_reports_progress_and_reindexes_on_request(tiny_server, layers):
+    url, _ = tiny_server
     served = get_json(f"{url}/api/v1/health")["model"]
     feedback = RecordingFeedback()
-    out = processing.run("harma_search:train_adapter", _params(url, data, RUN="qgis1"), feedback=feedback)
+    out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="qgis1"), feedback=feedback)
     assert out["STATE"] == "done" and out["RUN_DIR"].endswith("runs/qgis1") and "polygons" in out["REPORT"]
     assert feedback.values and max(feedback.values) == 100
     assert any(t.startswith("running: step") and "ETA" in t for t in feedback.texts) or len(feedback.values) < 3
     assert get_json(f"{url}/api/v1/health")["model"] == served  # no collection given: the model stays
 
-    out = processing.run("harma_search:train_adapter", _params(url, data, RUN="qgis1", REINDEX_COLLECTION="tuned"),
+    out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="qgis1", REINDEX_COLLECTION="tuned"),
                          feedback=RecordingFeedback())
     health = get_json(f"{url}/api/v1/health")
     assert health["model"] != served and "tuned" in health["collections"]
@@ -89,16 +123,16 @@ def test_training_reports_progress_and_reindexes_on_request(tiny_server):
     urllib.request.urlopen(req, timeout=120).close()  # noqa: S310 - loopback test server
 
 
-def test_cancel_in_qgis_cancels_the_training_job(tiny_server):
-    url, data = tiny_server
+def test_cancel_in_qgis_cancels_the_training_job(tiny_server, layers):
+    url, _ = tiny_server
     with pytest.raises(QgsProcessingException, match="Training cancelled") as info:
-        processing.run("harma_search:train_adapter", _params(url, data, RUN="long", EPOCHS=500),
+        processing.run("harma_search:train_adapter", _params(url, layers, RUN="long", EPOCHS=500),
                        feedback=RecordingFeedback(cancel_after=0.0))
     job_id = str(info.value).split("server job ", 1)[1].split()[0]
     assert get_json(f"{url}/api/v1/jobs/{job_id}")["state"] == "cancelled"
 
 
-def test_bad_label_field_is_reported(tiny_server):
-    url, data = tiny_server
+def test_bad_label_field_is_reported(tiny_server, layers):
+    url, _ = tiny_server
     with pytest.raises(QgsProcessingException, match="failed: .*label field 'split' has one class only"):
-        processing.run("harma_search:train_adapter", _params(url, data, LABEL_FIELD="split", RUN="bad"))
+        processing.run("harma_search:train_adapter", _params(url, layers, LABEL_FIELD="split", RUN="bad"))
