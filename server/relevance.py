@@ -6,8 +6,8 @@ model's query bank, `bank.vectors`):
 - `collection percentile`: the share of bank captions whose *best* hit on this collection scores below this
   hit's cosine (0.5 = as good as a typical real query's best hit here);
 - `text gate`: how much the query reads like a caption at all: its cosine with its nearest bank caption,
-  ramped from 0 (less like any caption than the 1st percentile of bank captions are like their nearest other
-  caption) to 1 (above the 10th percentile). Nonsense strings fall below the ramp.
+  ramped from 0 (less like any caption than the 0.5th percentile of bank captions are like their nearest other
+  caption) to 1 (above the 5th percentile). Nonsense strings fall below the ramp.
 A search by example has no text: its hits are placed against how similar sampled tiles are to their nearest
 other tile, with no gate. Calibrations are cached per collection and redone when its tile count moves 10 %.
 """
@@ -22,6 +22,7 @@ import numpy as np
 
 REFERENCE_QUERIES = 512  # bank captions (or tiles, for by-example) whose best hit calibrates a collection
 GATE_SAMPLE = 2000  # bank captions whose nearest other caption sets the text gate
+GATE_QUANTILES = (0.005, 0.05)  # ramp ends, chosen on UCM val captions vs gibberish (BENCHMARKS.md)
 DUPLICATE = 0.999  # captions this close are the same text: not a neighbour
 RECALIBRATE = 0.10  # relative change in tile count after which a calibration is redone
 
@@ -47,14 +48,14 @@ class TextGate:
 
     @classmethod
     def from_bank(cls, vectors: np.ndarray) -> TextGate:
-        """Ramp ends at the 1st and 10th percentile of bank captions' nearest-other-caption cosine."""
+        """Ramp ends at the 0.5th and 5th percentile of bank captions' nearest-other-caption cosine."""
         sample = vectors[_spread(len(vectors), GATE_SAMPLE)]
         nearest = np.empty(len(sample))
         for s in range(0, len(sample), 256):  # bounded memory for banks of many captions
             sims = sample[s:s + 256] @ vectors.T
             sims[sims >= DUPLICATE] = -1.0  # itself and verbatim copies
             nearest[s:s + 256] = sims.max(axis=1)
-        low, high = np.quantile(nearest, [0.01, 0.10])
+        low, high = np.quantile(nearest, GATE_QUANTILES)
         return cls(float(low), float(max(high, low + 1e-3)))
 
     def __call__(self, nearest: float) -> float:
