@@ -130,6 +130,7 @@ class QueryBank:
         tmp = path.with_suffix(".tmp")
         save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float16)}, str(tmp), metadata=meta)
         tmp.replace(path)
+        path.chmod(0o644)  # safetensors writes owner-only files; a shipped bank is read by every user
         return path
 
     @classmethod
