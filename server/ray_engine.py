@@ -64,7 +64,7 @@ def _encoder_resources() -> tuple[int, dict[str, Any]]:
 
 def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, model: str, *, device: str,
             batch_size: int, out_side: int | None, progress: Callable[[int], None] | None = None,
-            actors: int | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+            actors: int | None = None, runtime: str = "auto") -> None:
     """Run the read and encode stages of the pending chunks on the cluster, feeding the collector."""
     import ray.data
 
@@ -75,8 +75,9 @@ def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, mod
     items = [block for cid in todo for block in chunks[cid].blocks(cid)]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_INPUT_BLOCKS))
     ds = ds.flat_map(read_block, fn_kwargs={"out_side": out_side}, num_cpus=READ_CPUS)
-    ds = ds.map_batches(Encoder, fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size,
-                                                        "model_kwargs": model_kwargs},
+    threads = None if resources.get("num_gpus") else 1  # one core per CPU actor, as Ray's OMP_NUM_THREADS says
+    kwargs = {"model": model, "device": device, "batch_size": batch_size, "runtime": runtime, "threads": threads}
+    ds = ds.map_batches(Encoder, fn_constructor_kwargs=kwargs,
                         batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors or size), **resources)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

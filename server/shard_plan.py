@@ -122,11 +122,11 @@ def read_block(row: dict[str, Any], out_side: int | None) -> list[dict[str, Any]
 class Encoder:
     """Encoder stage: a callable class (one model per actor) turning tile rows into embedding rows."""
 
-    def __init__(self, model: str | Any, device: str = "auto", batch_size: int = 32,
-                 model_kwargs: dict[str, Any] | None = None) -> None:
-        if isinstance(model, str):
-            from harma_core import create_model
-            model = create_model(model, device=device, **(model_kwargs or {}))
+    def __init__(self, model: str | Any, device: str = "auto", batch_size: int = 32, runtime: str = "torch",
+                 threads: int | None = None) -> None:
+        if isinstance(model, str):  # in an actor: the same loader as tools/index.py (torch or ONNX Runtime)
+            from harma_core.onnx_runtime import load_model
+            model = load_model(model, device=device, runtime=runtime, threads=threads)
         self.model = model
         self.batch_size = batch_size
 

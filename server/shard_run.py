@@ -66,9 +66,11 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
                 engine: str = "local", shards_dir: str | None = None, ray_address: str | None = None,
                 model_spec: str | None = None, device: str = "auto", batch_size: int = 32,
                 shard_tiles: int = DEFAULT_SHARD_TILES, actors: int | None = None,
-                model_kwargs: dict[str, Any] | None = None, quiet: bool = False,
+                runtime: str = "auto", quiet: bool = False,
                 out: TextIO = sys.stdout) -> ShardRunReport:
-    """Embed rasters into shards with the chosen engine, then import them; `model` gives identity/dim."""
+    """Embed rasters into shards with the chosen engine, then import them; `model` gives identity/dim.
+
+    The local engine embeds with `model` itself; Ray's encoder actors load `model_spec` with `runtime`."""
     if engine not in ("local", "ray"):
         raise InvalidRequest(f"engine={engine!r}; use 'local' or 'ray'")
     files = [os.path.realpath(f) for f in find_rasters(paths)]
@@ -106,7 +108,7 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
         if engine == "ray":
             ray_engine.run_ray(chunks, todo, collector, model_spec or model.name, device=device,
                                batch_size=batch_size, out_side=getattr(model, "image_size", None),
-                               progress=on_rows, actors=actors, model_kwargs=model_kwargs)
+                               progress=on_rows, actors=actors, runtime=runtime)
         else:
             run_in_process(chunks, todo, Encoder(model, batch_size=batch_size), collector, progress=on_rows)
     finally:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
               "overlap_m": args.overlap_m, "bands": args.bands, "pixel_coords": args.pixel_coords}
     try:
         check_index_target(args.store, args.collection)  # before the model loads
-        ray = args.engine == "ray"  # Ray actors build their own torch models from --model
+        ray = args.engine == "ray"  # Ray actors load their own models from --model and --runtime
         model = load_model(args.model, device="cpu" if ray else args.device, runtime="torch" if ray else args.runtime)
         if args.engine == "ray" or args.shards or args.shards_dir:
             from server.shard_run import run_sharded
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                         {k: v for k, v in params.items() if v is not None}, engine=args.engine,
                         shards_dir=args.shards_dir, ray_address=args.ray_address, model_spec=args.model,
                         device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
-                        actors=args.actors, quiet=args.quiet)
+                        actors=args.actors, runtime=args.runtime, quiet=args.quiet)
             return 0
         report = run_index(args.store, args.collection, args.paths, model,
                            {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,

@@ -13,7 +13,7 @@ RAY_AUTH_TOKEN=$(.venv/bin/python -c "import secrets; print(secrets.token_hex(32
 export RAY_AUTH_TOKEN  # one token for both nodes and the test drivers, kept out of ~/.ray
 export RAY_TMPDIR="${RAY_TMPDIR:-/tmp/harma-ray}"
 RAY=.venv/bin/ray
-trap '$RAY stop --force >/dev/null 2>&1 || true' EXIT
+trap '$RAY stop --force >/dev/null 2>&1 || true; rm -rf "$RAY_TMPDIR"' EXIT
 $RAY start --head --num-cpus 1 --node-ip-address 127.0.0.1 --port 6379 --include-dashboard false \
   --temp-dir "$RAY_TMPDIR" --disable-usage-stats >/dev/null
 $RAY start --address 127.0.0.1:6379 --num-cpus 1 --node-ip-address 127.0.0.1 >/dev/null
