@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -219,7 +220,8 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
     store = tmp / f"store-{n}"
     server = Server(store, args.model, tmp / f"server-{n}.log", runtime=args.runtime)  # loads while we build
     other_name = f"threads_{args.server_threads}" if args.server_threads else f"runtime_{args.ab_runtime}"
-    other = Server(store, args.model, tmp / f"server-{n}-{other_name}.log", args.server_threads,
+    store_ab = tmp / f"store-{n}-ab"  # a store is served by one server at a time: the A/B one gets a copy
+    other = Server(store_ab, args.model, tmp / f"server-{n}-{other_name}.log", args.server_threads,
                    args.ab_runtime or args.runtime) if args.server_threads or args.ab_runtime else None
     ab: dict[str, Any] | None = None
     try:
@@ -243,6 +245,8 @@ def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> d
         rss_model = rss_mb(server.proc.pid)
         built = write_collection(store, f"synthetic-{n}", health["model"], health["model_name"], index, n)
         del index
+        if other is not None:
+            shutil.copytree(built.folder, store_ab / built.folder.name)
         name = built.folder.name
         t0 = time.perf_counter()
         _, summary = server.request("GET", f"/collections/{name}")
