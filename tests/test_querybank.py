@@ -99,3 +99,19 @@ def test_the_shipped_bank_belongs_to_the_shipped_model() -> None:
     assert bank.identity == lite.identity and bank.dim == lite.dim and bank.size > 10_000
     norms = np.linalg.norm(bank.vectors, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)
+
+
+def test_evaluate_items_scores_plain_and_corrected_with_a_real_bank(shared_data: Path) -> None:
+    from harma_core import create_model
+    from harma_core.data import flatten_captions, load_dataset
+    from harma_core.evaluate import evaluate_items
+
+    lite = create_model("harma-lite", device="cpu")
+    train = load_dataset(shared_data / "captions" / "ucm_captions", "train").items[::8]
+    bank = QueryBank.build(lite, flatten_captions(train)[0], beta=20.0)
+    items = load_dataset(shared_data / "captions" / "ucm_captions", "val").items[::7]
+    m = evaluate_items(lite, items, bank=bank, betas=(10.0, 40.0))
+    plain = evaluate_items(lite, items)
+    assert {k: m[k] for k in plain} == plain
+    assert (m["qb_beta"], m["qb_bank_size"]) == (20.0, bank.size) and 0 <= m["mR_qb"] <= 100
+    assert [r["beta"] for r in m["qb_sweep"]] == [10.0, 40.0] and all("t2i_r10_qb" in r for r in m["qb_sweep"])
