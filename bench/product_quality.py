@@ -11,12 +11,14 @@ model ships a query bank):
   feedback (3 positives and 3 negatives marked from the current top 10, cumulative);
 - nonsense separation: the best hit's relevance (and, for comparison, its cosine) for real queries (class
   names, a sample of captions) vs gibberish; AUC = share of (real, gibberish) pairs ranked the right way.
-Run `python bench/product_quality.py [--rsicd] [--captions N]`; the last stdout line is JSON.
+Run `python bench/product_quality.py [--sets ucm rsicd] [--captions N] [--querybank PATH]`; the last stdout
+line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -57,7 +59,12 @@ def build_mosaic(dataset: Path, split: str, out: Path, cell: int) -> tuple[Any, 
     sys.path.insert(0, str(REPO / "tools"))
     import mosaic
 
-    scenes = mosaic.select_scenes(mosaic.read_scenes(dataset, split))
+    try:
+        scenes = mosaic.select_scenes(mosaic.read_scenes(dataset, split))
+    except mosaic.MosaicError:  # no classes (RSICD val names files by number): scenes in file order
+        entries = json.loads(next(Path(dataset).glob(f"*_{split}.json")).read_text(encoding="utf-8"))
+        scenes = [{"image": str(Path(dataset) / "images" / e["image"]), "name": e["image"], "label": "",
+                   "captions": [c.strip() for c in e.get("caption", []) if c.strip()]} for e in entries]
     return mosaic.write_mosaic(scenes, out, split=split, cell=cell), scenes
 
 
@@ -238,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the tables, then the JSON line."""
     quiet_logs()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rsicd", action="store_true", help="also RSICD val (224 px scenes; no class P@10)")
+    ap.add_argument("--sets", nargs="+", choices=["ucm", "rsicd"], default=["ucm"],
+                    help="val sets: ucm (256 px scenes, with class P@10), rsicd (224 px scenes)")
     ap.add_argument("--captions", type=int, help="query a fixed random sample of N captions (default: all)")
     ap.add_argument("--rsicd-captions", type=int, default=1000,
                     help="captions sampled for RSICD (default 1000 of ~5,500; evaluate.py uses all)")
@@ -256,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="harma-bench-quality-") as tmpdir:
         tmp = Path(args.keep) if args.keep else Path(tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
-        runs.append(run_dataset(UCM_DIR, "val", 256, tmp, args, with_classes=True, n_captions=args.captions))
-        if args.rsicd:
+        if "ucm" in args.sets:
+            runs.append(run_dataset(UCM_DIR, "val", 256, tmp, args, with_classes=True, n_captions=args.captions))
+        if "rsicd" in args.sets:
             runs.append(run_dataset(RSICD_DIR, "val", 224, tmp, args, with_classes=False,
                                     n_captions=args.captions or args.rsicd_captions))
     print(report(runs))
