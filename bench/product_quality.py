@@ -175,8 +175,9 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
     captions, owners = [], []
     for i, s in enumerate(scenes):
         for c in s["captions"]:
-            captions.append(normalize_caption(c))
-            owners.append(i)
+            if normalize_caption(c).strip():  # as evaluate.py, which drops captions empty once normalised
+                captions.append(normalize_caption(c))
+                owners.append(i)
     if n_captions and n_captions < len(captions):
         keep = sorted(random.Random(0).sample(range(len(captions)), n_captions))
         captions, owners = [captions[i] for i in keep], [owners[i] for i in keep]
