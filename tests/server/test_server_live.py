@@ -10,12 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import geopandas as gpd
 import pytest
-from server_testutil import GEOTIFF_DIR, REPO, SMALL
+from server_testutil import GEOTIFF_DIR, REPO, SMALL, call
 
 from server.cli import check_collections
 from server.errors import NotFound
@@ -23,14 +21,6 @@ from server.errors import NotFound
 CONTRACT = REPO / ".." / "shared" / "checks" / "server_contract.py"
 
 
-def call(base: str, method: str, path: str, body: object = None) -> tuple[int, object]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @pytest.fixture(scope="module")

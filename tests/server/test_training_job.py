@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from server_testutil import REPO
+from server_testutil import REPO, call
 
 UCM = REPO / ".." / "shared" / "data" / "captions" / "ucm_captions"
 CLASSES = ["beach", "forest", "freeway", "harbor", "parkinglot", "river"]
 
 
-def call(base: str, method: str, path: str, body: object = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def wait(base: str, job_id: str, until=lambda j: j["state"] in ("done", "failed", "cancelled"),
