@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from server.errors import InvalidRequest, Unauthorized
 from server.previews import tile_geotiff, tile_png
+from server.search_request import tile_id_of
 from server.services import Services
 from server.training_job import start_training, switch_model
 
@@ -128,13 +129,13 @@ def tile_preview(name: str, tile_id: int) -> Response:
     size = request.args.get("size", "512")
     if not size.isdigit():
         raise InvalidRequest(f"size={size!r} must be a whole number of pixels")
-    data = tile_png(services().store.get(name), tile_id, int(size))
+    data = tile_png(services().store.get(name), tile_id_of(tile_id, "tile id"), int(size))
     return Response(data, mimetype="image/png")
 
 
 @bp.get("/tiles/<name>/<int:tile_id>.tif")
 def tile_crop(name: str, tile_id: int) -> Response:
-    data = tile_geotiff(services().store.get(name), tile_id)
+    data = tile_geotiff(services().store.get(name), tile_id_of(tile_id, "tile id"))
     resp = Response(data, mimetype="image/tiff; application=geotiff")
     resp.headers["Content-Disposition"] = f'attachment; filename="{name}_{tile_id}.tif"'
     return resp

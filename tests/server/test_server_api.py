@@ -117,6 +117,8 @@ def test_index_job_search_and_previews(client):
         assert crop.transform.almost_equals(src.transform @ Affine.translation(col, row))
         assert (crop.read() == src.read(window=Window(col, row, w, h))).all()
     error_of(client.get("/api/v1/tiles/tiny/99999.png"), 404)
+    for ext in ("png", "tif"):  # beyond SQLite's and hnswlib's 64-bit labels: the client's mistake, not a 500
+        assert "largest tile id" in error_of(client.get(f"/api/v1/tiles/tiny/{2**64}.{ext}"), 400)
 
     removed = client.delete("/api/v1/collections/tiny/rasters", json={"paths": [hit["raster"]]}).get_json()
     assert removed["removed_tiles"] >= 1
