@@ -189,7 +189,7 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
         server.wait()
         bench = Bench(server, name, mosaic.cols, cell, labels)
         vocab = {w for s in scenes for c in s["captions"] for w in normalize_caption(c).split()}
-        queries = {lab: words_of(lab, vocab) for lab in sorted(set(labels))}
+        queries = {lab: words_of(lab, vocab) for lab in sorted(set(labels)) if lab}
         for cname in args.configs:
             extra = CONFIGS[cname]
             t0 = time.perf_counter()
