@@ -21,10 +21,18 @@ def test_hits_parse_into_typed_rows_sorted_by_rank():
     body = {"type": "FeatureCollection", "features": [feature(2, 0.3, 5), feature(1, 0.4, 9)]}
     hits = parse_hits(body, "roads")
     assert [h.rank for h in hits] == [1, 2]
-    assert hits[0].values() == [1, 0.4, None, 9, "/d/x.tif", "c", "roads"]
+    assert hits[0].values() == [1, 0.4, None, 0.4, 9, "/d/x.tif", "c", "roads"]  # no cosine sent: the score
     assert len(hits[0].values()) == len(RESULT_FIELDS)
     assert hits[0].wkt() == "POLYGON ((0.0 0.0, 1.0 0.0, 1.0 1.0, 0.0 1.0, 0.0 0.0))"
     assert hits[0].row_text() == "#1  0.400  tile 9  x.tif"
+
+
+def test_min_score_compares_the_cosine_when_the_server_ranked_by_a_corrected_score():
+    ranked = feature(1, 0.05, 7)  # querybank ranking: score = cosine - offset, cosine kept beside it
+    ranked["properties"]["cosine"] = 0.31
+    hits = parse_hits({"type": "FeatureCollection", "features": [ranked]}, "q")
+    assert hits[0].cosine == 0.31 and hits[0].score == 0.05
+    assert filter_min_score(hits, 0.3) == hits and filter_min_score(hits, 0.32) == []
 
 
 @pytest.mark.parametrize("body, fragment", [

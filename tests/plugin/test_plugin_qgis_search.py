@@ -66,7 +66,7 @@ def test_text_search_gives_a_ranked_scored_layer_inside_the_raster(plugin, dock,
     assert layer in group_layers() and layer.name() == f"HarMA: {QUERY}"
     types = {f.name(): f.type() for f in layer.fields()}
     assert types == {"rank": QVariant.Int, "score": QVariant.Double, "relevance": QVariant.Double,
-                     "tile_id": QVariant.Int,
+                     "cosine": QVariant.Double, "tile_id": QVariant.Int,
                      "raster": QVariant.String, "collection": QVariant.String, "query": QVariant.String}
     features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
     assert 1 <= len(features) <= 5
@@ -194,11 +194,11 @@ def test_polygon_selection_scope_keeps_hits_touching_the_selection(plugin, dock,
 
 def test_min_score_drops_weaker_hits(plugin, dock):
     layer = search_now(plugin)
-    scores = sorted(f["score"] for f in layer.getFeatures())
+    scores = sorted(f["cosine"] for f in layer.getFeatures())  # Min score is on the cosine, not the ranked score
     threshold = scores[len(scores) // 2]
     dock.min_score_spin.setValue(threshold)
     filtered = search_now(plugin)
-    kept = [f["score"] for f in filtered.getFeatures()]
+    kept = [f["cosine"] for f in filtered.getFeatures()]
     assert kept and all(s >= round(threshold, 3) - 1e-9 for s in kept) and len(kept) <= len(scores)
 
 

@@ -12,6 +12,7 @@ RESULT_FIELDS: tuple[tuple[str, str], ...] = (
     ("rank", "integer"),
     ("score", "double"),
     ("relevance", "double"),
+    ("cosine", "double"),
     ("tile_id", "integer"),
     ("raster", "string"),
     ("collection", "string"),
@@ -33,11 +34,12 @@ class Hit:
     query: str
     rings: tuple[Ring, ...]
     relevance: float | None = None  # the server's calibrated 0..1 relevance, when it reports one
+    cosine: float | None = None  # the raw cosine; `score` is what the server ranked by (it may be corrected)
 
 
     def values(self) -> list[Any]:
         """Attribute values in RESULT_FIELDS order."""
-        return [self.rank, self.score, self.relevance, self.tile_id, self.raster, self.collection, self.query]
+        return [self.rank, self.score, self.relevance, self.cosine, self.tile_id, self.raster, self.collection, self.query]
 
     def wkt(self) -> str:
         """The footprint as a WKT POLYGON."""
@@ -82,6 +84,7 @@ def parse_hits(body: Any, query: str) -> list[Hit]:
                 query=query,
                 rings=_rings(feature.get("geometry")),
                 relevance=None if props.get("relevance") is None else float(props["relevance"]),
+                cosine=float(props["cosine"]) if props.get("cosine") is not None else float(props["score"]),
             ))
         except (KeyError, TypeError, ValueError) as exc:
             raise ServerResponseError(f"search hit {str(props)[:120]!r} lacks a usable {exc}") from exc
@@ -89,8 +92,11 @@ def parse_hits(body: Any, query: str) -> list[Hit]:
 
 
 def threshold_value(hit: Hit, on_relevance: bool) -> float:
-    """What a minimum compares: the relevance (falling back to the score when none is reported) or the score."""
-    return hit.relevance if on_relevance and hit.relevance is not None else hit.score
+    """What a minimum compares: the relevance (falling back to the score when none is reported) or the cosine
+    (what the server's `min_cosine` filters on, whichever score it ranked by)."""
+    if on_relevance:
+        return hit.relevance if hit.relevance is not None else hit.score
+    return hit.cosine if hit.cosine is not None else hit.score
 
 
 def filter_min_score(hits: list[Hit], min_score: float | None, on_relevance: bool = False) -> list[Hit]:
