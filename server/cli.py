@@ -94,11 +94,13 @@ def format_hits(fc: dict[str, Any]) -> str:
     """A plain table of hits."""
     if not fc["features"]:
         return "no hits"
-    lines = [f"{'rank':>4}  {'score':>7}  {'tile':>6}  window (col,row,w,h)   raster"]
+    lines = [f"{'rank':>4}  {'score':>7}  {'cosine':>7}  {'relev.':>6}  {'tile':>6}  window (col,row,w,h)   raster"]
     for f in fc["features"]:
         p = f["properties"]
-        lines.append(f"{p['rank']:>4}  {p['score']:7.4f}  {p['tile_id']:>6}  {str(tuple(p['window'])):<22} "
-                     f"{p['raster']}")
+        cosine = p.get("cosine", p["score"])
+        relevance = "-" if p.get("relevance") is None else f"{p['relevance']:.2f}"
+        lines.append(f"{p['rank']:>4}  {p['score']:7.4f}  {cosine:7.4f}  {relevance:>6}  {p['tile_id']:>6}  "
+                     f"{str(tuple(p['window'])):<22} {p['raster']}")
     return "\n".join(lines)
 
 
