@@ -1,7 +1,8 @@
 """Relevance feedback in the dock: marks from the list and the map, Refine and Find all as searches."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qgis.core import QgsProject, QgsVectorLayer
 from qgis.PyQt import sip
@@ -13,14 +14,30 @@ from .marking import MarkTool, show_marks
 from .results import alive
 
 if TYPE_CHECKING:
-    from .controller import Controller
     from .tasks import ServerTask
+
+
+class SearchHost(Protocol):
+    """What the feedback needs of the dock's controller (a protocol, so the two modules import one way)."""
+
+    dock: Any
+    iface: Any
+
+    @property
+    def layer(self) -> QgsVectorLayer | None: ...
+
+    def search(self, params: Any, previews: bool = True,
+               on_layer: Callable[[QgsVectorLayer], None] | None = None) -> ServerTask: ...
+
+    def ask_export_path(self) -> str | None: ...
+
+    def export(self, path: str | None = None, layer: QgsVectorLayer | None = None) -> str | None: ...
 
 
 class FeedbackController:
     """Keeps the marks (across refine rounds), their map layer and the mark tool; starts refined searches."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: SearchHost) -> None:
         self.controller = controller
         self.marks = Marks()
         self.layer: QgsVectorLayer | None = None

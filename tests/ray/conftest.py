@@ -13,7 +13,7 @@ def ray_address() -> str:
     """HOST:PORT of the test cluster."""
     address = os.environ.get("HARMA_RAY_ADDRESS")
     if not address:
-        pytest.skip("no Ray cluster: run tests/ray/run.sh (it starts a two-node cluster and stops it after)")
+        pytest.fail("no Ray cluster: run tests/ray/run.sh (it starts a two-node cluster and stops it after)")
     return address
 
 
