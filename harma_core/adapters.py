@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harma_core.errors import AdapterError
+from harma_core.towers import TOWER_KINDS, Tower, find_towers, join_name
 
 __all__ = [
     "HEAD_PATTERNS", "HarmaAdapter", "HarmaConfig", "HarmaState", "MiniAdapter", "adapter_state_dict",
@@ -31,7 +32,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SHARE_MODES = ("both", "text_only", "none")
-TOWER_KINDS = ("image", "text")
 # Projection heads into the joint space of open_clip models (CLIP, CustomTextCLIP, timm and HF towers).
 HEAD_PATTERNS = ("visual.proj", "visual.head", "text_projection", "text.text_projection", "text.proj")
 SCALE_NAMES = ("logit_scale", "logit_bias")
@@ -211,113 +211,7 @@ class HarmaState(nn.Module):
         self.sites: dict[str, list[str]] = {}  # tower kind -> dotted names of adapted modules
 
 
-@dataclass
-class _Site:
-    target: nn.Module  # the module whose output is adapted
-    owner: nn.Module  # the block that holds the adapter as child `harma_adapter`
-    name: str
-    width: int
-    layout: str
-
-
-@dataclass
-class _Tower:
-    kind: str
-    name: str
-    sites: list[_Site]
-    mask_module: nn.Module | None = None  # where padding is recorded (text towers)
-    mask_style: str = ""  # "ids" (open_clip) or "hf"
-    pad_id: int = 0
-
-
-def _join(*parts: str) -> str:
-    return ".".join(p for p in parts if p)
-
-
-def _last(module: nn.Module, kind: type) -> nn.Module | None:
-    found = None
-    for m in module.modules():
-        if isinstance(m, kind):
-            found = m
-    return found
-
-
-def _kind(name: str) -> str:
-    return "image" if "visual" in name.split(".") else "text"
-
-
-def _open_clip_tower(model: nn.Module, name: str, mod: nn.Module) -> _Tower | None:
-    blocks = getattr(mod, "resblocks", None)
-    if (not isinstance(blocks, nn.ModuleList) or not len(blocks) or type(mod).__name__ == "MultimodalTransformer"
-            or "decoder" in name or not all(isinstance(getattr(b, "mlp", None), nn.Module) for b in blocks)):
-        return None
-    # older open_clip releases have no batch_first and run their blocks sequence-first
-    layout = "bld" if getattr(mod, "batch_first", False) else "lbd"
-    sites = []
-    for i, b in enumerate(blocks):
-        lin = _last(b.mlp, nn.Linear)
-        if lin is None:
-            raise AdapterError(f"{_join(name, 'resblocks', str(i), 'mlp')} has no nn.Linear to read its width from")
-        sites.append(_Site(b.mlp, b, _join(name, "resblocks", str(i), "mlp"), lin.out_features, layout))
-    tower = _Tower(_kind(name), name, sites)
-    parent = model.get_submodule(name.rpartition(".")[0])
-    if tower.kind == "text" and isinstance(getattr(parent, "token_embedding", None), nn.Embedding):
-        tower.mask_module, tower.mask_style = parent.token_embedding, "ids"
-        tower.pad_id = int(getattr(parent, "pad_id", 0))
-    return tower
-
-
-def _hf_tower(name: str, mod: nn.Module) -> _Tower | None:
-    layers = getattr(getattr(mod, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList) or not len(layers):
-        return None
-    if not all(isinstance(getattr(getattr(lay, "output", None), "dense", None), nn.Linear) for lay in layers):
-        return None
-    sites = [_Site(lay.output.dense, lay.output, _join(name, "encoder.layer", str(i), "output.dense"),
-                   lay.output.dense.out_features, "bld") for i, lay in enumerate(layers)]
-    tower = _Tower(_kind(name), name, sites)
-    if tower.kind == "text":
-        tower.mask_module, tower.mask_style = mod, "hf"
-    return tower
-
-
-def _efficientnet_tower(name: str, mod: nn.Module, stages: tuple[int, ...]) -> _Tower | None:
-    blocks = getattr(mod, "blocks", None)
-    if not (isinstance(blocks, nn.Sequential) and hasattr(mod, "conv_stem")
-            and all(isinstance(s, nn.Sequential) for s in blocks)):
-        return None
-    n = len(blocks)
-    bad = [s for s in stages if not -n <= s < n]
-    if bad:
-        raise AdapterError(f"image_stages {bad} out of range for {name or 'the model'}, which has stages "
-                           f"0..{n - 1}; use e.g. image_stages=[-2, -1] for the last two")
-    sites = []
-    for s in sorted({s % n for s in stages}):
-        for i, block in enumerate(blocks[s]):
-            conv = _last(block, nn.Conv2d)
-            if conv is None:
-                raise AdapterError(f"{_join(name, 'blocks', str(s), str(i))} has no Conv2d to read its width from")
-            sites.append(_Site(block, block, _join(name, "blocks", str(s), str(i)), conv.out_channels, "nchw"))
-    return _Tower("image", name, sites)
-
-
-def _find_towers(model: nn.Module, cfg: HarmaConfig) -> list[_Tower]:
-    towers: list[_Tower] = []
-    for name, mod in model.named_modules():
-        if any(name.startswith(t.name + ".") or (t.name == "" and name) for t in towers):
-            continue  # inside a tower already found
-        tower = (_open_clip_tower(model, name, mod) or _hf_tower(name, mod)
-                 or _efficientnet_tower(name, mod, cfg.image_stages))
-        if tower is not None:
-            towers.append(tower)
-    for kind in TOWER_KINDS:
-        same = [t.name for t in towers if t.kind == kind]
-        if len(same) > 1:
-            raise AdapterError(f"found several {kind} towers {same}; inject into one model with one tower each")
-    return [t for t in towers if t.kind in cfg.towers]
-
-
-def _plan_minis(towers: list[_Tower], cfg: HarmaConfig, state: HarmaState) -> dict[str, list[str | None]]:
+def _plan_minis(towers: list[Tower], cfg: HarmaConfig, state: HarmaState) -> dict[str, list[str | None]]:
     """Which M each adapter uses; with 'both', block j of n uses M[j*K//n], K = the smaller depth."""
     def new(key: str) -> str:
         state.mini[key] = MiniAdapter(cfg.bottleneck, cfg.mini, cfg.heads, cfg.gate_init)
@@ -337,7 +231,7 @@ def inject_harma(model: nn.Module, cfg: HarmaConfig | None = None) -> nn.Module:
     cfg = cfg or HarmaConfig()
     if isinstance(getattr(model, "harma", None), HarmaState):
         raise AdapterError("the model already has HarMA adapters; build a fresh base to inject again")
-    towers = _find_towers(model, cfg)
+    towers = find_towers(model, cfg.image_stages, cfg.towers)
     if not towers:
         raise AdapterError(
             f"no HarMA injection point matched in {type(model).__name__} for towers {cfg.towers}: supported are "
@@ -403,7 +297,7 @@ def _pattern_names(model: nn.Module, patterns: tuple[str, ...], what: str) -> se
 def _adapter_names(model: nn.Module) -> set[str]:
     """Names of the parameters that `save_adapter` writes: adapters, M, temperature and extra heads."""
     cfg = harma_config(model)
-    names = {_join(m, p) for m, mod in model.named_modules() if isinstance(mod, (HarmaAdapter, HarmaState))
+    names = {join_name(m, p) for m, mod in model.named_modules() if isinstance(mod, (HarmaAdapter, HarmaState))
              for p, _ in mod.named_parameters()}
     if cfg.train_logit_scale:
         names |= {n for n, _ in model.named_parameters() if n in SCALE_NAMES}

@@ -98,7 +98,7 @@ def _code_stamp() -> list[str]:
         except PackageNotFoundError:
             out.append(f"{pkg}=none")
     here = Path(__file__).parent
-    for f in ("adapters.py", "zoo.py", *(f"configs/{c.name}" for c in sorted(here.glob("configs/*")))):
+    for f in ("adapters.py", "towers.py", "zoo.py", *(f"configs/{c.name}" for c in sorted(here.glob("configs/*")))):
         out.append(hashlib.sha256((here / f).read_bytes()).hexdigest()[:16])
     return out
 
