@@ -12,29 +12,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from server_testutil import noise as _noise
+from server_testutil import write_raster as _write
 
-UTM = "EPSG:32633"
-UTM_TRANSFORM = Affine(10.0, 0, 500_000.0, 0, -10.0, 5_000_000.0)
 # index -> RGBA of the palette raster: water, forest, sand, roofs
 PALETTE = {0: (30, 90, 200, 255), 1: (20, 140, 40, 255), 2: (230, 210, 150, 255), 3: (200, 40, 40, 255)}
-
-
-def _write(path: Path, data: np.ndarray, crs: str | None = UTM, transform: Affine = UTM_TRANSFORM,
-           **profile: object) -> Path:
-    count, height, width = data.shape
-    opts = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name,
-            "transform": transform, **profile}
-    if crs is not None:
-        opts["crs"] = crs
-    with rasterio.open(path, "w", **opts) as dst:
-        dst.write(data)
-    return path
-
-
-def _noise(bands: int, height: int, width: int, dtype: str = "uint8", seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    high = 255 if dtype == "uint8" else 4000
-    return rng.integers(1, high, size=(bands, height, width)).astype(dtype)
 
 
 def palette(folder: Path, name: str = "palette.tif") -> Path:

@@ -21,11 +21,11 @@ PAN = GEOTIFF_DIR / "spacenet_atlanta_pan_0p5m.tif"  # 900x900, 1-band uint16, n
 
 
 def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633",
-                 transform: Affine | None = None, nodata: float | None = None) -> Path:
-    """Write a (bands, H, W) array as a GeoTIFF; crs=None leaves it without a CRS."""
+                 transform: Affine | None = None, nodata: float | None = None, **options: object) -> Path:
+    """Write a (bands, H, W) array as a GeoTIFF; crs=None leaves it without a CRS; options go to rasterio."""
     count, height, width = data.shape
     profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name,
-               "transform": transform or Affine(10.0, 0, 500_000.0, 0, -10.0, 5_000_000.0)}
+               "transform": transform or Affine(10.0, 0, 500_000.0, 0, -10.0, 5_000_000.0), **options}
     if crs is not None:
         profile["crs"] = crs
     if nodata is not None:
