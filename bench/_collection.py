@@ -48,13 +48,15 @@ def dataset(n: int, dim: int, n_queries: int, dist: str) -> tuple[np.ndarray, np
     return (unit_vectors(n, dim, 1, dist, centres), unit_vectors(n_queries, dim, 2, dist, centres))
 
 
-def build_index(vectors: np.ndarray, m: int, ef_construction: int, threads: int) -> tuple[hnswlib.Index, float]:
-    """An hnswlib cosine index over vectors with labels 1..n (tile ids start at 1); returns it and seconds."""
+def build_index(vectors: np.ndarray, m: int, ef_construction: int, threads: int, first_label: int = 1
+                ) -> tuple[hnswlib.Index, float]:
+    """An hnswlib cosine index over vectors with labels first_label.. (tile ids start at 1); returns it and
+    seconds."""
     index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
     index.init_index(max_elements=len(vectors), M=m, ef_construction=ef_construction)
     index.set_num_threads(threads)
     t0 = time.perf_counter()
-    index.add_items(vectors, np.arange(1, len(vectors) + 1, dtype=np.int64))
+    index.add_items(vectors, np.arange(first_label, first_label + len(vectors), dtype=np.int64))
     return index, time.perf_counter() - t0
 
 
@@ -129,16 +131,21 @@ class Built:
     save_s: float
 
 
-def write_collection(root: Path, name: str, identity: str, model_name: str, index: hnswlib.Index, n: int,
-                     chunk: int = 20_000) -> Built:
+def write_collection(root: Path, name: str, identity: str, model_name: str, index: hnswlib.Index | list[hnswlib.Index],
+                     n: int, chunk: int = 20_000) -> Built:
     """A collection in the store's on-disk layout: Store.create, tile rows via its TileTable, index.bin.
 
-    Labels of `index` must be 1..n: on a fresh table the AUTOINCREMENT ids are exactly those.
+    Labels of `index` must be 1..n: on a fresh table the AUTOINCREMENT ids are exactly those. A list of
+    indexes is a sharded collection: shard j holds the j-th equal id range and is saved as the store does
+    (index.bin, index-001.bin, ...), with the manifest's shard size to match.
     """
+    from server.index_shard import next_shard_path
     from server.store import Store
 
+    shards = index if isinstance(index, list) else [index]
+    size = {"shard_tiles": max(s.element_count for s in shards)} if len(shards) > 1 else {}
     store = Store(root)
-    col = store.create(name, SimpleNamespace(identity=identity, name=model_name, dim=index.dim))
+    col = store.create(name, SimpleNamespace(identity=identity, name=model_name, dim=shards[0].dim), **size)
     side = grid_side(n)
     t0 = time.perf_counter()
     for s in range(0, n, chunk):
@@ -147,7 +154,10 @@ def write_collection(root: Path, name: str, identity: str, model_name: str, inde
             raise RuntimeError(f"tile ids {ids[0]}..{ids[-1]} do not match index labels {s + 1}..")
     rows_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index.save_index(str(col.folder / "index.bin"))
+    path = col.folder / "index.bin"
+    for shard in shards:
+        shard.save_index(str(path))
+        path = next_shard_path(path)
     save_s = time.perf_counter() - t0
     col.table.set_raster(SYNTHETIC_RASTER, 0, 0, "complete", {"synthetic": True}, tiles=n)
     col.table.set_extent()

@@ -17,11 +17,17 @@ from server.store import Collection, Store
 from server.tiling import TilingParams
 
 
-def open_or_create(store: Store, name: str, model: Any, params: dict[str, Any]) -> Collection:
-    """The named collection, created with `params` when new; given params must match an existing one."""
+def open_or_create(store: Store, name: str, model: Any, params: dict[str, Any],
+                   index_shard_tiles: int | None = None) -> Collection:
+    """The named collection, created with `params` (and index shards of `index_shard_tiles` tiles) when new;
+    given params must match an existing one."""
     if name not in store.names():
-        return store.create(name, model, TilingParams.from_dict(params))
+        return store.create(name, model, TilingParams.from_dict(params),
+                            **({} if index_shard_tiles is None else {"shard_tiles": index_shard_tiles}))
     col = store.get(name)
+    if index_shard_tiles is not None and index_shard_tiles != col.shard_tiles:
+        raise Conflict(f"collection {name!r} exists with index shards of {col.shard_tiles} tiles; drop "
+                       "--index-shard-tiles or index into a new collection")
     wanted = TilingParams.from_dict({**col.params.to_dict(), **params})
     if wanted != col.params:
         raise Conflict(f"collection {name!r} exists with tiling {col.params.to_dict()}; drop the tiling options "
@@ -47,13 +53,13 @@ def format_report(report: IndexReport, col: Collection) -> str:
 
 def run_index(store_dir: str, name: str, paths: list[str], model: Any, params: dict[str, Any],
               batch_size: int = 32, checkpoint_every: int = 2048, quiet: bool = False,
-              out: TextIO = sys.stdout) -> IndexReport:
+              out: TextIO = sys.stdout, index_shard_tiles: int | None = None) -> IndexReport:
     """Index files and folders into a collection with a tqdm bar, then print the summary."""
     files = find_rasters(paths)
     if not files:
         raise NotFound(f"no .tif/.tiff files found in {paths}")
     store = Store(store_dir, checkpoint_every=checkpoint_every)
-    col = open_or_create(store, name, model, params)
+    col = open_or_create(store, name, model, params, index_shard_tiles)
     bar = tqdm(total=0, unit="tile", disable=quiet, dynamic_ncols=True)
 
     def on_progress(p: Progress) -> None:

@@ -1,8 +1,8 @@
-"""One collection folder: an hnswlib index, a GeoPackage tile table and a manifest, saved together.
+"""One collection folder: hnswlib index shards, a GeoPackage tile table and a manifest, saved together.
 
-Crash safety rests on one ordering: tile rows are committed before their vectors enter the index, and the
-index reaches disk only by atomic rename of a file that was fsynced and verified (layout, exact length, labels
-and sample vectors against the index in memory). So the saved index's labels are always a subset of the rows;
+Crash safety rests on one ordering: tile rows are committed before their vectors enter the index, and each
+index shard reaches disk only by atomic rename of a file that was fsynced and verified (layout, exact length,
+labels and sample vectors against the index in memory). So the saved shards' labels are always rows;
 on the next write session rows without a vector are dropped (and recomputed), a raster is marked complete only
 after the index holding its tiles is saved. A write that fails (disk full, read-only) keeps the saved index,
 puts the in-memory index back to it and says how many tiles are kept.
@@ -11,7 +11,7 @@ puts the in-memory index back to it and says how many tiles are kept.
 from __future__ import annotations
 
 import contextlib
-import os
+import heapq
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -19,25 +19,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hnswlib
 import numpy as np
 
-from server.collection_files import FIX, FORMAT_VERSION, check_table, fsync_dir, read_manifest
+from server.collection_files import FIX, FORMAT_VERSION, check_table, read_manifest
 from server.errors import CollectionBroken, ModelMismatch, NotFound, storage_fault, write_failure
-from server.hnswfile import IndexFileError, VectorFile, check_file
+from server.hnswfile import IndexFileError
+from server.index_shard import (
+    DEFAULT_SHARD_TILES,
+    INDEX_EF_CONSTRUCTION,
+    INDEX_M,
+    INITIAL_CAPACITY,
+    SEARCH_EF,
+    IndexShard,
+    next_shard_path,
+    shard_paths,
+)
 from server.rwlock import RWLock
 from server.storelock import exclusive
 from server.tiletable import RasterRow, TileTable
 from server.tiling import RasterInfo, TileRecord, TilingParams
 
-INDEX_M = 16
-INDEX_EF_CONSTRUCTION = 200
-SEARCH_EF = 128
-INITIAL_CAPACITY = 1024
+__all__ = ["BRUTE_FORCE_MAX", "DEFAULT_SHARD_TILES", "EXACT_CHUNK", "INDEX_EF_CONSTRUCTION", "INDEX_M",
+           "INITIAL_CAPACITY", "SEARCH_EF", "Collection"]
 BRUTE_FORCE_MAX = 50_000  # below this many candidates an exact scan beats a filtered graph walk
 EXACT_CHUNK = 65_536  # rows gathered at a time by an exact scan, bounding its memory
 class Collection:
-    """One collection folder: owns its index, tile table and manifest, saved together."""
+    """One collection folder: owns its index shards, tile table and manifest, saved together."""
 
     def __init__(self, folder: Path, checkpoint_every: int = 2048) -> None:
         self.folder = folder
@@ -46,12 +53,10 @@ class Collection:
         check_table(self.table, folder.name)
         self.lock = RWLock()
         self.checkpoint_every = checkpoint_every
-        self._index: hnswlib.Index | None = None
-        self._index_stat: tuple[int, int] | None = None
-        self._labels: set[int] = set()  # live labels present in the in-memory index
-        self._vectors: VectorFile | None = None  # fast view of the saved index's vectors, if it checks out
+        self.shard_tiles = int(self.manifest.get("index", {}).get("shard_tiles", DEFAULT_SHARD_TILES))
+        self._shards: list[IndexShard] = []  # by id range; only the last takes appends
+        self._stats: tuple[Any, ...] | None = None
         self._unsaved = 0
-        self._kept = 0  # live tiles in the saved index: what a failed write keeps
         self._writing = False
         with self.lock.write():
             self._load()
@@ -80,62 +85,42 @@ class Collection:
                 f"{identity!r}; use that model, or re-index: add its rasters to a new collection with this model")
 
     # -- loading -----------------------------------------------------------------------------------------
-    def _index_path(self) -> Path:
-        return self.folder / "index.bin"
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = self._index_path().stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+    def _stat(self) -> tuple[Any, ...]:
+        out = []
+        for path in shard_paths(self.folder):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                out.append((path.name, (st.st_mtime_ns, st.st_size)))
+        return tuple(out)
 
     def _load(self) -> None:
-        """(Re)read the index from disk, checked before hnswlib sees it, and hide labels whose rows are gone or
-        deleted. Hold the write lock. A damaged file raises CollectionBroken and drops the file view."""
+        """(Re)read the index shards from disk, each checked before hnswlib sees it, and hide labels whose rows
+        are gone or deleted. Hold the write lock. A damaged file raises CollectionBroken and drops file views."""
         dim = int(self.manifest["model"]["dim"])
-        index = hnswlib.Index(space="cosine", dim=dim)
-        path, stat, vectors = self._index_path(), None, None
-        try:
-            fd = os.open(path, os.O_RDONLY)  # pins the file that the vector view must match
-        except FileNotFoundError:
-            index.init_index(max_elements=INITIAL_CAPACITY, M=INDEX_M, ef_construction=INDEX_EF_CONSTRUCTION)
-            ids = []
-        else:
-            try:
-                st = os.fstat(fd)
-                stat = (st.st_mtime_ns, st.st_size)
-                try:
-                    check_file(fd, dim)
-                    index.load_index(str(path), max_elements=0)
-                except (IndexFileError, RuntimeError) as e:
-                    self._vectors = None  # the mapped file may have shrunk under us: never touch it again
-                    fix = FIX.get(getattr(e, "kind", ""), FIX["truncated"])
-                    raise CollectionBroken(self.name, str(e), fix) from None
-                ids = index.get_ids_list()
-                if os.stat(path).st_ino == st.st_ino:  # else a writer replaced it mid-load: no view this time
-                    vectors = VectorFile.open(fd, index, np.asarray(ids, dtype=np.int64))
-            finally:
-                os.close(fd)
-        index.set_ef(SEARCH_EF)  # ef is not saved with the index
-        index.set_num_threads(1)
         live = self.table.live_ids()
-        labels = set(ids)
-        for label in labels - live:
-            try:
-                index.mark_deleted(label)
-            except RuntimeError:  # already deleted in the saved file
-                pass
-        self._index, self._index_stat, self._labels = index, stat, labels & live
-        self._vectors = vectors
+        try:
+            shards = [IndexShard.load(path, dim, live) for path in shard_paths(self.folder)]
+        except (IndexFileError, RuntimeError) as e:
+            for shard in self._shards:
+                shard.vectors = None  # the mapped file may have shrunk under us: never touch it again
+            fix = FIX.get(getattr(e, "kind", ""), FIX["truncated"])
+            raise CollectionBroken(self.name, str(e), fix) from None
+        while len(shards) > 1 and shards[-1].stat is None:  # index.bin alone may be missing (nothing saved)
+            shards.pop()
+        self._shards = shards
+        self._stats = tuple((s.path.name, s.stat) for s in shards if s.stat is not None)
         self._unsaved = 0
-        self._kept = len(self._labels)
+
+    @property
+    def _kept(self) -> int:
+        """Live tiles in the saved shards: what a failed write keeps."""
+        return sum(s.kept for s in self._shards)
 
     def refresh(self) -> None:
         """Reload when another process has saved a newer index (a CLI indexing next to a running server)."""
-        if not self._writing and self._stat() != self._index_stat:
+        if not self._writing and self._stat() != self._stats:
             with self.lock.write():
-                if self._stat() != self._index_stat:
+                if self._stat() != self._stats:
                     self._load()
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -165,7 +150,7 @@ class Collection:
 
     def _reconcile(self) -> None:
         """Drop rows whose vectors never reached a saved index (their rasters go back to 'indexing')."""
-        orphans = self.table.live_ids() - self._labels
+        orphans = self.table.live_ids() - self._live()
         if orphans:
             self.table.delete_rows(orphans)
 
@@ -185,18 +170,19 @@ class Collection:
             raise RuntimeError("open a write session with Collection.writing() first")
 
     def checkpoint(self) -> None:
-        """Save the index atomically: temporary file, fsync, verify, rename; then the layer extent. A failed or
-        short write (hnswlib does not report one) raises and leaves index.bin as it was."""
-        assert self._index is not None
-        tmp = self.folder / "index.bin.tmp"
+        """Save changed shards atomically: temporary file, fsync, verify, rename; then the layer extent. A failed
+        or short write (hnswlib does not report one) raises and leaves that shard's file as it was."""
         with self.lock.read():
-            try:
-                self._save_verified(tmp)
-            except (OSError, RuntimeError, IndexFileError) as e:
-                kind = storage_fault(e) or self._low_space_fault()
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise write_failure(kind, e, self.folder, self._kept) from e
+            for shard in self._shards:
+                if not shard.dirty and shard.stat is not None:
+                    continue
+                try:
+                    shard.save_verified()
+                except (OSError, RuntimeError, IndexFileError) as e:
+                    kind = storage_fault(e) or self._low_space_fault(shard)
+                    raise write_failure(kind, e, self.folder, self._kept) from e
+            self._stats = self._stat()
+            self._unsaved = 0
         try:
             self.table.set_extent()
         except sqlite3.Error as e:
@@ -205,28 +191,9 @@ class Collection:
                 raise
             raise write_failure(kind, e, self.folder, self._kept) from e
 
-    def _save_verified(self, tmp: Path) -> None:
-        """Write the index to tmp and rename it over index.bin only once it reads back whole. Hold a lock."""
-        assert self._index is not None
-        self._index.save_index(str(tmp))
-        with open(tmp, "r+b") as f:
-            os.fsync(f.fileno())
-            count = check_file(f.fileno(), int(self.manifest["model"]["dim"]), name="the saved index")
-            # changes to the index take the write lock: the file just saved is exactly the index in memory
-            ids = np.asarray(self._index.get_ids_list(), dtype=np.int64)
-            view = VectorFile.open(f.fileno(), self._index, ids) if count else None
-            if count != self._index.element_count or (count and view is None):
-                raise IndexFileError("layout", "the saved index does not read back as the index in memory")
-        os.replace(tmp, self._index_path())
-        fsync_dir(self.folder)
-        self._index_stat = self._stat()
-        self._unsaved = 0
-        self._vectors = view
-        self._kept = len(self._labels)
-
-    def _low_space_fault(self) -> str:
-        """'full' when the disk has less room than the index needs (a short write), else 'io'."""
-        need = max(self._index_path().stat().st_size if self._index_path().exists() else 0, 1 << 20)
+    def _low_space_fault(self, shard: IndexShard) -> str:
+        """'full' when the disk has less room than the shard needs (a short write), else 'io'."""
+        need = max(shard.path.stat().st_size if shard.path.exists() else 0, 1 << 20)
         return "full" if shutil.disk_usage(self.folder).free < need else "io"
 
     def is_unchanged(self, path: str, size: int, mtime_ns: int) -> bool:
@@ -254,13 +221,15 @@ class Collection:
             return []
         ids = self.table.insert_tiles(records)
         with self.lock.write():
-            assert self._index is not None
-            needed = self._index.get_current_count() + len(ids)
-            capacity = self._index.get_max_elements()
-            if needed > capacity:  # geometric growth keeps resizes rare
-                self._index.resize_index(max(needed, capacity * 2))
-            self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
-            self._labels.update(ids)
+            start = 0
+            while start < len(ids):
+                shard = self._shards[-1]
+                if shard.count >= self.shard_tiles:  # sealed: the next id range starts a new shard
+                    shard = IndexShard(next_shard_path(shard.path), shard.dim)
+                    self._shards.append(shard)
+                n = min(self.shard_tiles - shard.count, len(ids) - start)
+                shard.add(vectors[start:start + n], ids[start:start + n])
+                start += n
             self._unsaved += len(ids)
         if self._unsaved >= self.checkpoint_every:
             self.checkpoint()
@@ -287,75 +256,79 @@ class Collection:
 
     def _hide(self, ids: list[int]) -> None:
         with self.lock.write():
-            assert self._index is not None
-            for i in ids:
-                if i in self._labels:
-                    self._index.mark_deleted(i)
-                    self._labels.discard(i)
+            for shard in self._shards:
+                shard.hide(ids)
 
     # -- reading -----------------------------------------------------------------------------------------
+    def _live(self) -> set[int]:
+        return set().union(*(s.labels for s in self._shards))
+
+    def _owner(self, tile_id: int) -> IndexShard | None:
+        return next((s for s in self._shards if tile_id in s.labels), None)
+
     def __len__(self) -> int:
-        return len(self._labels)
+        return sum(len(s.labels) for s in self._shards)
+
+    @property
+    def shard_count(self) -> int:
+        """Index shards the collection holds."""
+        return len(self._shards)
 
     def vector(self, tile_id: int) -> np.ndarray:
         """The stored (unit) vector of a tile."""
         with self.lock.read():
-            if tile_id not in self._labels:
+            if self._owner(tile_id) is None:
                 raise NotFound(f"tile {tile_id} is not in collection {self.name!r}")
-            row = self._vectors.row(tile_id) if self._vectors is not None else None
-            return row if row is not None else self._gather([tile_id])[0]
+            return self._gather([tile_id])[0]
 
     def ids(self) -> list[int]:
         """Sorted ids of the searchable tiles."""
         with self.lock.read():
-            return sorted(self._labels)
+            return sorted(self._live())
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         """Stored (unit) vectors of searchable tiles, (len(ids), dim) float32."""
         with self.lock.read():
-            missing = [i for i in ids if i not in self._labels]
+            missing = [i for i in ids if self._owner(i) is None]
             if missing:
                 raise NotFound(f"tile(s) {missing[:5]} not in collection {self.name!r}")
             return self._gather(list(ids))
 
     def query(self, vector: np.ndarray, k: int, candidates: list[int] | None = None) -> list[tuple[int, float]]:
-        """Top-k (tile id, cosine score), best first, optionally among candidate ids only."""
+        """Top-k (tile id, cosine score), best first, optionally among candidate ids only; every shard answers
+        and the best k of their answers are merged."""
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self.lock.read():
-            assert self._index is not None
-            if candidates is not None:
-                cands = [c for c in candidates if c in self._labels]
-                if len(cands) <= BRUTE_FORCE_MAX:
-                    return self._exact(q, k, cands)
-                cset = set(cands)
-                return self._knn(q, min(k, len(cands)), lambda label: label in cset)
-            return self._knn(q, min(k, len(self._labels)), None)
+            if candidates is None:
+                return self._merge([self._knn(s, q, k, None) for s in self._shards], k)
+            per_shard = [[c for c in candidates if c in s.labels] for s in self._shards]
+            if sum(map(len, per_shard)) <= BRUTE_FORCE_MAX:
+                return self._exact(q, k, [c for part in per_shard for c in part])
+            return self._merge([self._knn(s, q, k, set(part).__contains__)
+                                for s, part in zip(self._shards, per_shard) if part], k)
 
-    def _knn(self, q: np.ndarray, k: int, filt: Any) -> list[tuple[int, float]]:
-        assert self._index is not None
-        if k <= 0:
-            return []
-        if self._index.ef < k:
-            self._index.set_ef(k)
-        try:
-            labels, dists = self._index.knn_query(q, k=k, filter=filt)
-        except RuntimeError:  # graph too thinned by deletions for ef: fall back to an exact scan
-            return self._exact(q, k, sorted(self._labels))
-        return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0])]
+    @staticmethod
+    def _merge(parts: list[list[tuple[int, float]]], k: int) -> list[tuple[int, float]]:
+        if len(parts) == 1:
+            return parts[0][:k]
+        return heapq.nlargest(k, (hit for part in parts for hit in part), key=lambda hit: hit[1])
+
+    def _knn(self, shard: IndexShard, q: np.ndarray, k: int, filt: Any) -> list[tuple[int, float]]:
+        found = shard.knn(q, k, filt)
+        if found is None:  # graph too thinned by deletions for ef: an exact scan of the shard instead
+            labels = sorted(shard.labels) if filt is None else sorted(i for i in shard.labels if filt(i))
+            return self._exact(q, k, labels)
+        return found
 
     def _gather(self, ids: list[int]) -> np.ndarray:
-        """Stored vectors of live labels, (len(ids), dim) float32: from the saved file's view where it has them,
-        from the index (slow, one by one) for those added since the last save."""
-        assert self._index is not None
-        view = self._vectors
-        if view is None:
-            return np.asarray(self._index.get_items(ids), dtype=np.float32).reshape(len(ids), -1)
+        """Stored vectors of live labels, (len(ids), dim) float32, each from the shard that owns it."""
         labels = np.asarray(ids, dtype=np.int64)
-        pos = view.positions(labels)
-        out = view.vectors[np.maximum(pos, 0)]
-        missing = np.flatnonzero(pos < 0)
-        if len(missing):
-            out[missing] = np.asarray(self._index.get_items(labels[missing].tolist()), dtype=np.float32)
+        out = np.empty((len(labels), int(self.manifest["model"]["dim"])), dtype=np.float32)
+        todo = np.ones(len(labels), dtype=bool)
+        for shard in self._shards:
+            shard.gather_into(labels, out, todo)
+        if todo.any():
+            raise NotFound(f"tile(s) {labels[todo][:5].tolist()} not in collection {self.name!r}")
         return out
 
     def _exact(self, q: np.ndarray, k: int, ids: list[int]) -> list[tuple[int, float]]:
@@ -379,5 +352,6 @@ class Collection:
         return {"name": self.name, "state": "ok", "model": self.manifest["model"], "tiling": self.manifest["tiling"],
                 "created_at": self.manifest["created_at"], "format_version": FORMAT_VERSION,
                 "tiles": len(self), "rasters": counts["rasters"],
-                "rasters_partial": counts["rasters_partial"], "bytes": size}
+                "rasters_partial": counts["rasters_partial"], "bytes": size,
+                "index_shards": len(self._shards), "shard_tiles": self.shard_tiles}
 

@@ -62,9 +62,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise broken(f"has invalid 'tiling' ({e})") from None
     if not isinstance(manifest.get("created_at"), str):
         raise broken("has no 'created_at'")
+    index = manifest.get("index", {})
+    shard_tiles = index.get("shard_tiles", 1) if isinstance(index, dict) else None
+    if isinstance(shard_tiles, bool) or not isinstance(shard_tiles, int) or shard_tiles < 1:
+        raise broken("has an invalid 'index' (an object whose 'shard_tiles', if given, is a whole number >= 1)")
     return manifest
-
-
 
 
 def check_table(table: TileTable, name: str) -> None:

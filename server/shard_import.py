@@ -57,17 +57,19 @@ def _group(shards: list[Path]) -> dict[str, list[tuple[Path, ShardMeta]]]:
     return by_raster
 
 
-def _collection(store: Store, name: str, first: tuple[Path, ShardMeta]) -> Collection:
+def _collection(store: Store, name: str, first: tuple[Path, ShardMeta], index_shard_tiles: int | None) -> Collection:
     """The target collection, created from the first shard's model and tiling when new."""
     path, meta = first
     if name in store.names():
-        return store.get(name)
+        return store.get(name)  # each shard is checked against its model and tiling next
     model = SimpleNamespace(identity=meta.model["identity"], name=meta.model["name"], dim=int(meta.model["dim"]))
-    return store.create(name, model, TilingParams.from_dict(meta.tiling))
+    extra = {} if index_shard_tiles is None else {"shard_tiles": index_shard_tiles}
+    return store.create(name, model, TilingParams.from_dict(meta.tiling), **extra)
 
 
 def import_shards(store: Store, name: str, shards: Sequence[Path], order: Sequence[str] | None = None,
-                  progress: Callable[[int], None] | None = None) -> ImportReport:
+                  progress: Callable[[int], None] | None = None,
+                  index_shard_tiles: int | None = None) -> ImportReport:
     """Add the shards' tiles to collection `name`, rasters in `order` (default: by path), parts in order.
 
     Rasters already complete with the same size and mtime are skipped; a raster imported part-way resumes
@@ -77,7 +79,7 @@ def import_shards(store: Store, name: str, shards: Sequence[Path], order: Sequen
         raise InvalidRequest("no shards to import; give .parquet shard files or folders holding them")
     groups = _group(list(shards))
     first = next(iter(groups.values()))[0]
-    col = _collection(store, name, first)
+    col = _collection(store, name, first, index_shard_tiles)
     for parts in groups.values():
         for path, meta in parts:
             check_compatible(meta, path, col.identity, col.params)

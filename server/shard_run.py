@@ -67,7 +67,7 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
                 model_spec: str | None = None, device: str = "auto", batch_size: int = 32,
                 shard_tiles: int = DEFAULT_SHARD_TILES, actors: int | None = None,
                 runtime: str = "auto", quiet: bool = False,
-                out: TextIO = sys.stdout) -> ShardRunReport:
+                out: TextIO = sys.stdout, index_shard_tiles: int | None = None) -> ShardRunReport:
     """Embed rasters into shards with the chosen engine, then import them; `model` gives identity/dim.
 
     The local engine embeds with `model` itself; Ray's encoder actors load `model_spec` with `runtime`."""
@@ -77,7 +77,7 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
     if not files:
         raise NotFound(f"no .tif/.tiff files found in {paths}")
     store = Store(store_dir)
-    col = open_or_create(store, name, model, params)
+    col = open_or_create(store, name, model, params, index_shard_tiles)
     col.check_model(model.identity)
     out_dir = Path(shards_dir).expanduser().resolve() if shards_dir else col.folder / "shards"
     report = ShardRunReport(engine=engine, shards_dir=str(out_dir))

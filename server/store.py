@@ -20,27 +20,28 @@ from typing import Any, Protocol
 
 from server.collection import (
     BRUTE_FORCE_MAX,
+    DEFAULT_SHARD_TILES,
     EXACT_CHUNK,
-    FORMAT_VERSION,
     INDEX_EF_CONSTRUCTION,
     INDEX_M,
     INITIAL_CAPACITY,
     SEARCH_EF,
     Collection,
-    fsync_dir,
 )
+from server.collection_files import FORMAT_VERSION, fsync_dir
 from server.errors import CollectionBroken, Conflict, InvalidRequest, NotFound, storage_fault, write_failure
+from server.index_shard import shard_paths
 from server.storelock import exclusive
 from server.tiletable import TileTable, utc_now
 from server.tiling import TilingParams
 
-__all__ = ["BRUTE_FORCE_MAX", "EXACT_CHUNK", "FORMAT_VERSION", "INDEX_EF_CONSTRUCTION", "INDEX_M",
+__all__ = ["BRUTE_FORCE_MAX", "DEFAULT_SHARD_TILES", "EXACT_CHUNK", "FORMAT_VERSION", "INDEX_EF_CONSTRUCTION", "INDEX_M",
            "INITIAL_CAPACITY", "SEARCH_EF", "Collection", "ModelLike", "Store", "write_json_atomic"]
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LEFTOVER_RE = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.(creating|deleted)-[0-9a-f]{8}$")
 CREATING_GRACE_S = 600  # a create takes milliseconds: older half-made folders belong to a dead process
-_FILES = ("manifest.json", "tiles.gpkg", "index.bin")
+_FILES = ("manifest.json", "tiles.gpkg")
 
 
 class ModelLike(Protocol):
@@ -123,8 +124,12 @@ class Store:
             raise NotFound(f"no collection named {name!r}; known collections: {self.names() or 'none'}")
         return folder
 
-    def create(self, name: str, model: ModelLike, params: TilingParams | None = None) -> Collection:
-        """Create an empty collection for a model; the folder appears whole or not at all."""
+    def create(self, name: str, model: ModelLike, params: TilingParams | None = None,
+               shard_tiles: int = DEFAULT_SHARD_TILES) -> Collection:
+        """Create an empty collection for a model; the folder appears whole or not at all. Its index is split
+        into shards of at most `shard_tiles` tiles."""
+        if isinstance(shard_tiles, bool) or not isinstance(shard_tiles, int) or shard_tiles < 1:
+            raise InvalidRequest(f"shard_tiles {shard_tiles!r} must be a whole number of tiles, at least 1")
         self._check_name(name)
         self.require_writable()
         params = params or TilingParams()
@@ -138,7 +143,7 @@ class Store:
                             "model": {"identity": model.identity, "name": model.name, "dim": int(model.dim)},
                             "tiling": params.to_dict(),
                             "index": {"library": "hnswlib", "space": "cosine", "M": INDEX_M,
-                                      "ef_construction": INDEX_EF_CONSTRUCTION}}
+                                      "ef_construction": INDEX_EF_CONSTRUCTION, "shard_tiles": shard_tiles}}
                 TileTable(tmp / "tiles.gpkg").create()
                 write_json_atomic(tmp / "manifest.json", manifest)
                 os.rename(tmp, self.root / name)
@@ -154,9 +159,9 @@ class Store:
     def _stamp(self, folder: Path) -> tuple[Any, ...]:
         """What changes when any file of the collection changes."""
         out = []
-        for f in _FILES:
+        for path in [*(folder / f for f in _FILES), *shard_paths(folder)]:
             try:
-                st = (folder / f).stat()
+                st = path.stat()
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))
             except OSError:
                 out.append(None)

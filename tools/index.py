@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", action="store_true", help="write GeoParquet shards and build the collection from them")
     ap.add_argument("--shards-dir", help="folder of the shards (default STORE/COLLECTION/shards)")
     ap.add_argument("--shard-tiles", type=int, default=16384, help="tiles per shard file (sharded runs)")
+    ap.add_argument("--index-shard-tiles", type=int, help="new collections: tiles per hnswlib index shard "
+                    "(default 2,500,000); search queries every shard and merges")
     ap.add_argument("--actors", type=int, help="encoder actors (ray; default one per GPU, else one per CPU)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["import-shards"]:
@@ -59,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
                         {k: v for k, v in params.items() if v is not None}, engine=args.engine,
                         shards_dir=args.shards_dir, ray_address=args.ray_address, model_spec=args.model,
                         device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
-                        actors=args.actors, runtime=args.runtime, quiet=args.quiet)
+                        actors=args.actors, runtime=args.runtime, quiet=args.quiet,
+                        index_shard_tiles=args.index_shard_tiles)
             return 0
         report = run_index(args.store, args.collection, args.paths, model,
                            {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,
-                           checkpoint_every=args.checkpoint_every, quiet=args.quiet)
+                           checkpoint_every=args.checkpoint_every, quiet=args.quiet,
+                           index_shard_tiles=args.index_shard_tiles)
     except HarmaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -79,6 +83,7 @@ def _import_shards(argv: list[str]) -> int:
     ap.add_argument("--store", required=True, help="store folder")
     ap.add_argument("collection", help="collection name (created from the shards' model and tiling when new)")
     ap.add_argument("shards", nargs="+", help="GeoParquet shard files or folders of them")
+    ap.add_argument("--index-shard-tiles", type=int, help="new collections: tiles per hnswlib index shard")
     args = ap.parse_args(argv)
 
     from harma_core import HarmaError
@@ -86,7 +91,8 @@ def _import_shards(argv: list[str]) -> int:
     from server.store import Store
 
     try:
-        r = import_shards(Store(args.store), args.collection, find_shards(args.shards))
+        r = import_shards(Store(args.store), args.collection, find_shards(args.shards),
+                          index_shard_tiles=args.index_shard_tiles)
     except HarmaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -93,9 +93,10 @@ def test_sigkill_mid_way_then_resume_gives_the_uninterrupted_tile_set(tmp_path, 
     assert proc.returncode == -signal.SIGKILL
     killed = Store(store).get("killed")
     assert 6 <= _rows(gpkg) < 22 and killed.table.counts()["rasters"] < 2  # really killed mid-way
-    labels = sorted(killed._labels)  # vectors read through the file view match the saved index
-    assert killed._vectors is not None and len(killed._vectors) == killed._index.element_count
-    assert np.array_equal(killed._gather(labels), np.asarray(killed._index.get_items(labels), dtype=np.float32))
+    shard, = killed._shards  # vectors read through the file view match the saved index
+    labels = sorted(shard.labels)
+    assert shard.vectors is not None and len(shard.vectors) == shard.index.element_count
+    assert np.array_equal(killed._gather(labels), np.asarray(shard.index.get_items(labels), dtype=np.float32))
 
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

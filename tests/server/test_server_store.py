@@ -73,7 +73,7 @@ def test_k_is_clamped_and_ef_kept_at_least_k(fresh):
     hits = col.query(col.vector(1), k=500)
     assert len(hits) == 22
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
-    assert col._index.ef >= 22
+    assert col._shards[0].index.ef >= 22
 
 
 def _records(n: int) -> list[TileRecord]:
@@ -111,7 +111,7 @@ def test_capacity_grows_while_searches_run(tmp_path, model, indexed):
         stop.set()
         t.join()
     assert not errors, errors
-    assert col._index.get_max_elements() == 2 * INITIAL_CAPACITY
+    assert col._shards[0].index.get_max_elements() == 2 * INITIAL_CAPACITY
     again = Store(tmp_path).get("big")
     assert len(again) == n
     for i in rng.integers(0, n, 20):
@@ -180,17 +180,17 @@ def test_one_writer_at_a_time(fresh, model):
 
 def test_vectors_are_read_from_the_saved_file_and_unsaved_ones_still_found(fresh, model):
     col = Store(fresh, checkpoint_every=10**6).get("base")
-    view = col._vectors
+    view = col._shards[0].vectors
     assert view is not None and len(view) == 22  # the fast path is really in use
     ids = sorted(col.table.live_ids())
-    expect = np.asarray(col._index.get_items(ids), dtype=np.float32)
+    expect = np.asarray(col._shards[0].index.get_items(ids), dtype=np.float32)
     assert np.array_equal(col._gather(ids), expect)
     assert np.array_equal(col.vector(ids[3]), expect[3])
     rng = np.random.default_rng(1)
     new = rng.normal(size=(5, model.dim)).astype(np.float32)
     with col.writing(model.identity):
         added = col.add_tiles(_records(5), new)
-        assert (col._vectors.positions(np.array(added)) == -1).all()  # not saved yet: read from the index
+        assert (col._shards[0].vectors.positions(np.array(added)) == -1).all()  # not saved yet: read from the index
         unit = new / np.linalg.norm(new, axis=1, keepdims=True)
         mixed = [ids[0], added[0], ids[5], added[4]]
         assert np.allclose(col._gather(mixed), np.stack([expect[0], unit[0], expect[5], unit[4]]), atol=1e-6)
@@ -198,14 +198,14 @@ def test_vectors_are_read_from_the_saved_file_and_unsaved_ones_still_found(fresh
         (best, score), *_ = col.query(unit[1], k=1, candidates=[added[1], ids[0]])
         assert best == added[1] and score == pytest.approx(1.0, abs=1e-5)
         col.checkpoint()
-        assert len(col._vectors) == 27 and (col._vectors.positions(np.array(added)) >= 0).all()
-        assert np.array_equal(col._gather(ids + added), np.asarray(col._index.get_items(ids + added)))
+        assert len(col._shards[0].vectors) == 27 and (col._shards[0].vectors.positions(np.array(added)) >= 0).all()
+        assert np.array_equal(col._gather(ids + added), np.asarray(col._shards[0].index.get_items(ids + added)))
         col.remove_raster(str(TINY))
     again = Store(fresh).get("base")
-    assert len(again._vectors) == 27 and len(again) == 27 - 6
+    assert len(again._shards[0].vectors) == 27 and len(again) == 27 - 6
     tile_set(again)
     with pytest.raises(NotFound):
-        again.vector(next(i for i in ids if i not in again._labels))
+        again.vector(next(i for i in ids if i not in again.ids()))
 
 
 def test_a_file_that_does_not_match_gives_no_view_and_search_still_works(fresh, monkeypatch):
@@ -222,23 +222,23 @@ def test_a_file_that_does_not_match_gives_no_view_and_search_still_works(fresh, 
     (fresh / "flipped.bin").write_bytes(bytes(flipped))  # a layout that parses but holds other vectors
     data[32:40] = (12345).to_bytes(8, "little")  # label_offset
     (fresh / "odd.bin").write_bytes(bytes(data))
-    ids = np.asarray(col._index.get_ids_list(), dtype=np.int64)
+    ids = np.asarray(col._shards[0].index.get_ids_list(), dtype=np.int64)
     for name in ("bad.bin", "flipped.bin", "odd.bin"):
         fd = os.open(fresh / name, os.O_RDONLY)
         try:
-            assert VectorFile.open(fd, col._index, ids) is None
+            assert VectorFile.open(fd, col._shards[0].index, ids) is None
         finally:
             os.close(fd)
     fd = os.open(index_bin, os.O_RDONLY)
     try:
-        assert VectorFile.open(fd, col._index, ids[:-1]) is None  # labels differ from the loaded index
+        assert VectorFile.open(fd, col._shards[0].index, ids[:-1]) is None  # labels differ from the loaded index
         monkeypatch.setattr(hnswfile, "_SAMPLES", 22)
-        assert VectorFile.open(fd, col._index, ids) is not None
+        assert VectorFile.open(fd, col._shards[0].index, ids) is not None
     finally:
         os.close(fd)
     monkeypatch.setattr(VectorFile, "open", classmethod(lambda cls, *a: None))
     slow = Store(fresh).get("base")
-    assert slow._vectors is None
+    assert slow._shards[0].vectors is None
     assert tile_set(slow) == tile_set(col)
     for tile_id in sorted(slow.table.live_ids())[:5]:
-        assert slow.query(slow.vector(tile_id), k=1, candidates=sorted(slow._labels))[0][0] == tile_id
+        assert slow.query(slow.vector(tile_id), k=1, candidates=slow.ids())[0][0] == tile_id
