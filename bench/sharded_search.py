@@ -81,6 +81,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             write_collection(store, name, health["model"], health["model_name"], shards if count > 1 else shards[0],
                              args.n_tiles)
             del shards
+            print(f"built {name}: {build_s[name]:.0f} s", file=sys.stderr, flush=True)
+        print("measuring recall and latency", file=sys.stderr, flush=True)
         quality = {n: dict(zip(("recall_at_10", "in_process_ms"), recall(store, n, queries, truth))) for n in names}
         rng = np.random.default_rng(7)
         ids = rng.integers(1, args.n_tiles + 1, args.n_queries)

@@ -164,6 +164,28 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
     return out, exhausted
 
 
+def _select(cols: list[Collection], hits: list[tuple], req: SearchRequest, want: int
+            ) -> tuple[list[tuple], dict[str, dict[int, dict[str, Any]]], list[int], list[int] | None]:
+    """(live hits, their rows, indices of the hits kept, near-duplicates folded into each). Rows are read in
+    rank order a window at a time (one table lookup per collection and window), only as deep as folding
+    near-duplicates needs to keep `want` hits; `near_duplicates` counts those within the windows read."""
+    rows: dict[str, dict[int, dict[str, Any]]] = {c.name: {} for c in cols}
+    done, window = 0, want * OVERFETCH if req.dedupe else want
+    while True:
+        window = min(window, len(hits))
+        for col in cols:
+            rows[col.name].update(col.table.rows([h[4] for h in hits[done:window] if h[5] is col]))
+        done = window
+        live = [h for h in hits[:window] if h[4] in rows[h[5].name]]  # rows deleted since the index read
+        if req.dedupe:
+            kept, folded = suppress([rows[h[5].name][h[4]]["geom"] for h in live], req.dedupe_iou, want)
+        else:
+            kept, folded = list(range(len(live)))[:want], None
+        if len(kept) >= want or window >= len(hits):
+            return live, rows, kept, folded
+        window *= OVERFETCH
+
+
 def _feature(rank: int, hit: tuple, row: dict[str, Any], folded: int | None) -> dict[str, Any]:
     key, cos, relv, corr, tile_id, col = hit
     props = {"rank": rank, "score": key, "cosine": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
@@ -221,13 +243,7 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
         fetch = max(fetch, RERANK_POOL)
     while True:
         hits, exhausted = _hits(cols, q, req, rel, rerank, area_ids, fetch)
-        rows: dict[str, dict[int, dict[str, Any]]] = {}
-        for col in cols:  # one table lookup per collection, not per hit
-            rows[col.name] = col.table.rows([h[4] for h in hits if h[5] is col])
-        hits = [h for h in hits if h[4] in rows[h[5].name]]  # rows deleted between the index read and now
-        geoms = [rows[h[5].name][h[4]]["geom"] for h in hits]
-        kept, folded = suppress(geoms, req.dedupe_iou, want) if req.dedupe else (list(range(len(hits)))[:want],
-                                                                                 None)
+        hits, rows, kept, folded = _select(cols, hits, req, want)
         if len(kept) >= want or exhausted or fetch >= MAX_FETCH:
             break
         fetch = min(fetch * OVERFETCH, MAX_FETCH)
