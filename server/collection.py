@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ __all__ = ["BRUTE_FORCE_MAX", "DEFAULT_SHARD_TILES", "EXACT_CHUNK", "INDEX_EF_CO
            "INITIAL_CAPACITY", "SEARCH_EF", "Collection"]
 BRUTE_FORCE_MAX = 50_000  # below this many candidates an exact scan beats a filtered graph walk
 EXACT_CHUNK = 65_536  # rows gathered at a time by an exact scan, bounding its memory
+# hnswlib releases the GIL while it searches: shards of one query run side by side on these threads
+_FAN_OUT = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="shard-search")
 class Collection:
     """One collection folder: owns its index shards, tile table and manifest, saved together."""
 
@@ -300,12 +304,14 @@ class Collection:
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self.lock.read():
             if candidates is None:
-                return self._merge([self._knn(s, q, k, None) for s in self._shards], k)
+                if len(self._shards) == 1:
+                    return self._knn(self._shards[0], q, k, None)
+                return self._merge(list(_FAN_OUT.map(lambda s: self._knn(s, q, k, None), self._shards)), k)
             per_shard = [[c for c in candidates if c in s.labels] for s in self._shards]
             if sum(map(len, per_shard)) <= BRUTE_FORCE_MAX:
                 return self._exact(q, k, [c for part in per_shard for c in part])
-            return self._merge([self._knn(s, q, k, set(part).__contains__)
-                                for s, part in zip(self._shards, per_shard) if part], k)
+            pairs = [(s, set(part).__contains__) for s, part in zip(self._shards, per_shard) if part]
+            return self._merge(list(_FAN_OUT.map(lambda p: self._knn(p[0], q, k, p[1]), pairs)), k)
 
     @staticmethod
     def _merge(parts: list[list[tuple[int, float]]], k: int) -> list[tuple[int, float]]:
