@@ -81,12 +81,7 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     captions, owner = flatten_captions(items)
     img = np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + 256]], batch_size)
                           for s in range(0, len(items), 256)]) if items else np.zeros((0, loaded.dim))
-    # Each distinct caption is embedded once: datasets repeat captions word for word across images, and
-    # copies embedded in different batches differ in the last bits, which broke image->text ties
-    # differently per runtime. Exact copies tie exactly and the stable sort orders them by index.
-    distinct, inverse = np.unique(np.asarray([normalize_caption(c) for c in captions], dtype=object),
-                                  return_inverse=True)
-    txt = embed_texts(loaded, list(distinct))[inverse.reshape(-1)] if captions else np.zeros((0, loaded.dim))
+    txt = embed_texts(loaded, [normalize_caption(c) for c in captions])
     if bank is None:
         return retrieval_metrics(img, txt, owner)
     out = retrieval_metrics(img, txt, owner, bank.offsets(img))

@@ -59,7 +59,6 @@ class Collection:
         self.checkpoint_every = checkpoint_every
         self.shard_tiles = int(self.manifest.get("index", {}).get("shard_tiles", DEFAULT_SHARD_TILES))
         self._shards: list[IndexShard] = []  # by id range; only the last takes appends
-        self._stats: tuple[Any, ...] | None = None
         self._unsaved = 0
         self._writing = False
         with self.lock.write():
@@ -112,8 +111,11 @@ class Collection:
         while len(shards) > 1 and shards[-1].stat is None:  # index.bin alone may be missing (nothing saved)
             shards.pop()
         self._shards = shards
-        self._stats = tuple((s.path.name, s.stat) for s in shards if s.stat is not None)
         self._unsaved = 0
+
+    def _saved_stat(self) -> tuple[Any, ...]:
+        """_stat() of the files as this process last loaded or saved them."""
+        return tuple((s.path.name, s.stat) for s in self._shards if s.stat is not None)
 
     @property
     def _kept(self) -> int:
@@ -122,9 +124,9 @@ class Collection:
 
     def refresh(self) -> None:
         """Reload when another process has saved a newer index (a CLI indexing next to a running server)."""
-        if not self._writing and self._stat() != self._stats:
+        if not self._writing and self._stat() != self._saved_stat():
             with self.lock.write():
-                if self._stat() != self._stats:
+                if self._stat() != self._saved_stat():
                     self._load()
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -185,7 +187,6 @@ class Collection:
                 except (OSError, RuntimeError, IndexFileError) as e:
                     kind = storage_fault(e) or self._low_space_fault(shard)
                     raise write_failure(kind, e, self.folder, self._kept) from e
-            self._stats = self._stat()
             self._unsaved = 0
         try:
             self.table.set_extent()
