@@ -62,6 +62,8 @@ def format_table(results: dict[str, dict]) -> str:
     cols = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR"]
     if results and all("mR_qb" in m for m in results.values()):
         cols += ["t2i_r1_qb", "t2i_r5_qb", "t2i_r10_qb", "mR_qb"]
+    if results and all("mR_qbx" in m for m in results.values()):
+        cols += ["t2i_r1_qbx", "t2i_r5_qbx", "t2i_r10_qbx", "mR_qbx"]
     width = max([len(n) for n in results] + [8])
     lines = [f"{'':<{width}} " + " ".join(f"{c:>{max(8, len(c))}}" for c in cols)]
     for name, m in results.items():
@@ -73,7 +75,8 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     """Embed a split's images and normalised captions with `loaded` and score retrieval.
 
     With a QueryBank `bank`, also the corrected text->image ranking at bank.beta (keys `*_qb`, `qb_beta`,
-    `qb_bank_size`) and, for each of `betas`, a row of `qb_sweep`.
+    `qb_bank_size`), for a bank that expands queries the ranking search uses, expanded and corrected (keys
+    `*_qbx`, i2t plain), and, for each of `betas`, a row of `qb_sweep`.
     """
     from harma_core.data import decode_image, flatten_captions, normalize_caption
     from harma_core.embed import embed_images, embed_texts
@@ -84,8 +87,14 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     txt = embed_texts(loaded, [normalize_caption(c) for c in captions])
     if bank is None:
         return retrieval_metrics(img, txt, owner)
-    out = retrieval_metrics(img, txt, owner, bank.offsets(img))
+    offsets = bank.offsets(img)
+    out = retrieval_metrics(img, txt, owner, offsets)
     out["qb_beta"], out["qb_bank_size"] = bank.beta, bank.size
+    if bank.expands:  # what search ranks by: expanded queries, corrected scores (keys *_qbx)
+        x = retrieval_metrics(img, bank.expand(txt), owner, offsets)
+        out.update({f"t2i_r{k}_qbx": x[f"t2i_r{k}_qb"] for k in KS}, qb_expansion=dict(bank.expansion))
+        out["mR_qbx"] = float(np.mean([out[f"{d}_r{k}{'_qbx' if d == 't2i' else ''}"]
+                                       for d in ("i2t", "t2i") for k in KS]))
     if betas:
         out["qb_sweep"] = [{"beta": float(b), **{k: v for k, v in retrieval_metrics(
             img, txt, owner, bank.with_beta(b).offsets(img)).items() if k.endswith("_qb")}} for b in betas]

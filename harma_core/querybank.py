@@ -17,6 +17,12 @@ by the factor beta and the constant log(bank size). It can be searched as an inn
 corrected = [q, 1] . [v, -offset]. Offsets depend on the bank, beta and the model: `QueryBank.digest`
 names all three; offsets stored with a collection are stale when the digest differs.
 
+EXPANSION (pseudo-relevance through the training pairs): a bank may also hold, per caption, the mean unit
+embedding of the training images it describes. A text query is then moved toward the images of its nearest
+bank captions, q' = unit(q + alpha * unit(sum_topk softmax(cos/temp) * image)), before it is scored:
+image-image similarity is stronger than text-image similarity, so queries borrow what the described scenes
+look like. Offsets do not depend on it (the digest ignores the images).
+
 File: `querybank.safetensors` in the model's adapter folder (harma_core/weights/harma-lite/ for the default),
 float16 embeddings, with the model identity, beta and the bank's sources in its metadata. Loading refuses a
 bank built by another model (another identity), since its offsets would be meaningless.
@@ -24,6 +30,7 @@ bank built by another model (another identity), since its offsets would be meani
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,6 +50,8 @@ from harma_core.zoo import LoadedModel
 BANK_FILE = "querybank.safetensors"
 FORMAT = "harma-querybank"
 CHUNK = 4096  # gallery rows per matrix product (bank x CHUNK floats in memory)
+# Expansion defaults, chosen on RSICD + UCM val (MODEL_CARD.md): a flat plateau over k 5-50, temp 0.01-0.05
+EXPANSION = {"k": 10, "temp": 0.02, "alpha": 0.35}
 
 
 class QueryBankError(HarmaError, ValueError):
@@ -57,12 +66,19 @@ class QueryBank:
     identity: str  # LoadedModel.identity of the model that embedded the bank
     beta: float
     sources: dict = field(default_factory=dict)  # e.g. {"rsicd/train": 24000}
+    images: np.ndarray | None = None  # float16 [N, dim]: unit mean embedding of each caption's training images
+    expansion: dict = field(default_factory=lambda: dict(EXPANSION))  # k, temp, alpha of `expand`
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or not len(self.embeddings):
             raise QueryBankError(f"a query bank needs a non-empty [N, dim] array, got {self.embeddings.shape}")
         if not self.beta > 0:
             raise QueryBankError(f"beta={self.beta} must be positive (a typical value is 10-40)")
+        if self.images is not None and self.images.shape != self.embeddings.shape:
+            raise QueryBankError(f"bank images {self.images.shape} must pair one-to-one with its captions "
+                                 f"{self.embeddings.shape}; rebuild it with tools/build_querybank.py")
+        if set(self.expansion) != set(EXPANSION) or not (self.expansion["k"] >= 1 and self.expansion["temp"] > 0):
+            raise QueryBankError(f"expansion {self.expansion} needs k >= 1, temp > 0 and alpha (keys {sorted(EXPANSION)})")
 
     @cached_property
     def vectors(self) -> np.ndarray:
@@ -84,9 +100,42 @@ class QueryBank:
         h.update(np.ascontiguousarray(self.embeddings, dtype=np.float16).tobytes())
         return h.hexdigest()[:12]
 
+    @property
+    def expands(self) -> bool:
+        """True when the bank can expand text queries (it holds training-image means)."""
+        return self.images is not None and self.expansion["alpha"] > 0
+
+    @cached_property
+    def image_vectors(self) -> torch.Tensor:
+        assert self.images is not None
+        return torch.from_numpy(self.images.astype(np.float32))
+
     def with_beta(self, beta: float) -> QueryBank:
         """The same bank with another beta (for sweeps)."""
-        return QueryBank(self.embeddings, self.identity, float(beta), self.sources)
+        return dataclasses.replace(self, beta=float(beta))
+
+    def with_images(self, images: np.ndarray, **expansion: float) -> QueryBank:
+        """The same bank with training-image means per caption (and expansion settings over the defaults)."""
+        return dataclasses.replace(self, images=np.asarray(images, dtype=np.float16),
+                                   expansion={**self.expansion, **expansion})
+
+    def expand(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Text query vectors [N, dim] (or one [dim]) moved toward their nearest captions' images; unit rows.
+
+        The bank's own vectors unchanged when it holds no images.
+        """
+        q = np.asarray(text_vectors, dtype=np.float32)
+        if not self.expands:
+            return q
+        single = q.ndim == 1
+        qt = torch.from_numpy(np.atleast_2d(q))
+        k, temp, alpha = int(self.expansion["k"]), float(self.expansion["temp"]), float(self.expansion["alpha"])
+        with torch.inference_mode():
+            top, idx = (qt @ torch.from_numpy(self.vectors).T).topk(min(k, self.size), dim=1)
+            w = torch.softmax(top / temp, dim=1)
+            e = torch.nn.functional.normalize((w[..., None] * self.image_vectors[idx]).sum(1), dim=1)
+            out = torch.nn.functional.normalize(qt + alpha * e, dim=1).numpy()
+        return out[0] if single else out
 
     def offsets(self, image_vectors: np.ndarray) -> np.ndarray:
         """offset(v) for each row of image_vectors ([N, dim], unit rows, as stored in an index) -> float32 [N].
@@ -117,12 +166,9 @@ class QueryBank:
     def build(cls, loaded: LoadedModel, captions: Sequence[str], beta: float,
               sources: dict | None = None) -> QueryBank:
         """Embed captions (normalised as in training; duplicates dropped) with `loaded` into a bank."""
-        from harma_core.data import normalize_caption
         from harma_core.embed import embed_texts
 
-        texts = sorted({c for c in (normalize_caption(t) for t in captions) if c.strip()})
-        if not texts:
-            raise QueryBankError("no non-empty captions to build a query bank from")
+        texts = bank_texts(captions)
         emb = embed_texts(loaded, texts).astype(np.float16)
         return cls(emb, loaded.identity, float(beta), dict(sources or {}))
 
@@ -130,9 +176,13 @@ class QueryBank:
         """Write `querybank.safetensors` into folder; returns the file."""
         path = Path(folder) / BANK_FILE
         meta = {"format": FORMAT, "identity": self.identity, "beta": repr(self.beta),
-                "sources": json.dumps(self.sources, sort_keys=True), "digest": self.digest}
+                "sources": json.dumps(self.sources, sort_keys=True), "digest": self.digest,
+                "expansion": json.dumps(self.expansion, sort_keys=True)}
+        tensors = {"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float16)}
+        if self.images is not None:
+            tensors["images"] = np.ascontiguousarray(self.images, dtype=np.float16)
         tmp = path.with_suffix(".tmp")
-        save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float16)}, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=meta)
         tmp.replace(path)
         path.chmod(0o644)  # safetensors writes owner-only files; a shipped bank is read by every user
         return path
@@ -149,11 +199,14 @@ class QueryBank:
             with safe_open(str(path), framework="np") as f:
                 meta = f.metadata() or {}
                 emb = f.get_tensor("embeddings")
-        except (SafetensorError, OSError, KeyError) as e:
+                images = f.get_tensor("images") if "images" in f.keys() else None
+            expansion = json.loads(meta.get("expansion", json.dumps(EXPANSION)))
+        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
             raise QueryBankError(f"{path} is not a readable query bank ({e}); rebuild it") from e
         if meta.get("format") != FORMAT or "identity" not in meta or "beta" not in meta:
             raise QueryBankError(f"{path} is not a HarMA query bank (metadata format should be '{FORMAT}')")
-        return cls(emb, meta["identity"], float(meta["beta"]), json.loads(meta.get("sources", "{}")))
+        return cls(emb, meta["identity"], float(meta["beta"]), json.loads(meta.get("sources", "{}")), images,
+                   expansion)
 
     @classmethod
     def load(cls, loaded: LoadedModel, path: str | Path | None = None) -> QueryBank:
@@ -177,6 +230,35 @@ class QueryBank:
         if loaded.adapter_dir is None or not (Path(loaded.adapter_dir) / BANK_FILE).is_file():
             return None
         return cls.load(loaded)
+
+
+def bank_texts(captions: Sequence[str]) -> list[str]:
+    """The bank's rows: distinct normalised non-empty captions, sorted (row i of a bank embeds texts[i])."""
+    from harma_core.data import normalize_caption
+
+    texts = sorted({c for c in (normalize_caption(t) for t in captions) if c.strip()})
+    if not texts:
+        raise QueryBankError("no non-empty captions to build a query bank from")
+    return texts
+
+
+def caption_image_means(texts: Sequence[str], captions: Sequence[str], owners: Sequence[int],
+                        image_vectors: np.ndarray) -> np.ndarray:
+    """Per bank text, the unit mean of the images whose captions normalise to it ([len(texts), dim], float16).
+
+    `captions[j]` describes image `owners[j]` (a row of image_vectors); an image counts once per text.
+    """
+    from harma_core.data import normalize_caption
+
+    row = {t: i for i, t in enumerate(texts)}
+    pairs = {(row[c], int(o)) for c, o in zip((normalize_caption(t) for t in captions), owners) if c in row}
+    if {r for r, _ in pairs} != set(range(len(texts))):
+        raise QueryBankError("some bank captions have no image among the given ones; pass the images of the "
+                             "same splits the bank was built from")
+    rows, imgs = np.array(sorted(pairs)).T
+    out = np.zeros((len(texts), image_vectors.shape[1]), dtype=np.float64)
+    np.add.at(out, rows, np.asarray(image_vectors, dtype=np.float64)[imgs])
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float16)
 
 
 def load_querybank(loaded: LoadedModel) -> QueryBank:

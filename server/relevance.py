@@ -105,9 +105,11 @@ class Relevance:
             cal = self._cache.get(key)
         if cal is not None and cal.tiles and abs(n - cal.tiles) <= RECALIBRATE * cal.tiles:
             return cal
-        if kind == "text":
+        if kind in ("text", "text+expanded"):
             assert self.bank is not None
             refs = self.bank.vectors[_spread(len(self.bank.vectors), REFERENCE_QUERIES)]
+            if kind == "text+expanded":  # expanded queries reach higher cosines: compare like with like
+                refs = self.bank.expand(refs)  # type: ignore[attr-defined]
             best = _best_of(col, refs, skip_self=False)
         else:
             ids = col.ids()
@@ -118,17 +120,22 @@ class Relevance:
             self._cache[key] = cal
         return cal
 
+    @property
+    def expands(self) -> bool:
+        """True when the bank can expand text queries (harma_core.querybank.QueryBank.expand)."""
+        return bool(getattr(self.bank, "expands", False))
+
     def text_gate(self, vector: np.ndarray) -> float | None:
         """The query's gate (0..1), None without a bank."""
         if self.bank is None or self.gate is None:
             return None
         return self.gate(float((self.bank.vectors @ vector).max()))
 
-    def of_text(self, col: Any, scores: np.ndarray, gate: float | None) -> np.ndarray | None:
+    def of_text(self, col: Any, scores: np.ndarray, gate: float | None, expanded: bool = False) -> np.ndarray | None:
         """Relevance of text-query hits (None when the model ships no query bank)."""
         if gate is None or not len(scores):
             return None if gate is None else np.zeros(0)
-        return self._calibration(col, "text").percentile(scores) * gate
+        return self._calibration(col, "text+expanded" if expanded else "text").percentile(scores) * gate
 
     def of_example(self, col: Any, scores: np.ndarray) -> np.ndarray:
         """Relevance of search-by-example hits."""

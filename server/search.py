@@ -79,6 +79,7 @@ class _Query:
     kind: str  # "text" | "example" | "feedback"
     gate: float | None = None
     classifier: feedback.Classifier | None = None
+    expanded: bool = False  # a text vector moved toward its nearest bank captions' training images
 
 
 def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
@@ -106,7 +107,10 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     if not req.feedback:
         if req.text is not None:
             vec = embed_text(req.text)
-            return _Query(vec, "text", gate=rel.text_gate(vec))
+            gate = rel.text_gate(vec)  # how caption-like the words are, before expansion
+            if req.expand and rel.expands:
+                return _Query(rel.bank.expand(vec), "text", gate=gate, expanded=True)  # type: ignore[union-attr]
+            return _Query(vec, "text", gate=gate)
         return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
     source = _owner(store, req, names, model)
     pos = source.vectors(list(req.positive)) if req.positive else np.zeros((0, source.manifest["model"]["dim"]))
@@ -126,7 +130,7 @@ def _relevance_of(rel: Relevance, q: _Query, col: Collection, cos: np.ndarray) -
         assert q.classifier is not None
         return q.classifier.probability(cos)
     if q.kind == "text":
-        return rel.of_text(col, cos, q.gate)
+        return rel.of_text(col, cos, q.gate, q.expanded)
     return rel.of_example(col, cos)
 
 
@@ -274,6 +278,7 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
                       "feedback": "classifier probability"}[q.kind]}
     if q.kind == "text":
         scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
+        scoring["expanded"] = q.expanded
     if rerank is not None:
         scoring["beta"] = rerank.bank.beta
     if q.classifier is not None:
@@ -282,7 +287,7 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
            "skipped_collections": [{"collection": n, "reason": "built with another model"} for n in other_model]
            + broken,
            "query": {**query, "k": req.k, "collections": names, **area_json, "min_score": req.min_score,
-                     "min_cosine": req.min_cosine, "dedupe": req.dedupe,
+                     "min_cosine": req.min_cosine, "dedupe": req.dedupe, "expand": req.expand,
                      "dedupe_iou": req.dedupe_iou if req.dedupe else None, "all": req.all},
            "scoring": scoring}
     if req.all:

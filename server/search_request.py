@@ -84,6 +84,7 @@ class SearchRequest:
     min_cosine: float | None = None
     dedupe: bool = True
     dedupe_iou: float = DEFAULT_IOU
+    expand: bool = True  # text queries move toward their nearest bank captions' training images
     all: bool = False
     ranking: str = "auto"
 
@@ -171,4 +172,5 @@ class SearchRequest:
                    collections=tuple(cols) if cols else None, bbox=bbox, bbox_crs=str(bbox_crs),
                    geometry=geometry, geometry_crs=geometry_crs, min_score=min_score, min_cosine=min_cosine,
                    dedupe=_flag(body, "dedupe", True), dedupe_iou=DEFAULT_IOU if iou is None else iou,
+                   expand=_flag(body, "expand", True),
                    all=find_all, ranking=ranking)

@@ -5,6 +5,9 @@ Example (the shipped bank of harma-lite; beta chosen on val with tools/evaluate.
     python tools/build_querybank.py --model harma-lite \\
         --data ../shared/data/captions/rsicd ../shared/data/captions/ucm_captions --beta 20
 Writes querybank.safetensors into --out (default: the model's adapter folder). Never use val or test captions.
+The bank also holds, per caption, the mean embedding of the training images it describes (query expansion;
+--no-images leaves them out). --keep-captions adds them to an existing bank without re-embedding its captions,
+so its digest, and every collection's stored offsets, stay valid.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import argparse
 import logging
 
 import _bootstrap  # noqa: F401
+import numpy as np
 
-from harma_core import create_model
-from harma_core.data import flatten_captions, load_dataset
-from harma_core.querybank import QueryBank
+from harma_core.data import decode_image, flatten_captions, load_dataset
+from harma_core.embed import embed_images
+from harma_core.onnx_runtime import load_model
+from harma_core.querybank import QueryBank, bank_texts, caption_image_means
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,22 +32,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beta", type=float, required=True, help="inverted-softmax beta stored with the bank")
     ap.add_argument("--out", help="folder to write querybank.safetensors into (default: the model's adapter folder)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-images", action="store_true", help="captions only: no query expansion")
+    ap.add_argument("--keep-captions", action="store_true",
+                    help="keep the caption embeddings of the bank already in --out; only add the image means")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    loaded = create_model(a.model, device=a.device)
+    loaded = load_model(a.model, device=a.device)
     out = a.out or loaded.adapter_dir
     if out is None:
         ap.error(f"{a.model} has no adapter folder; give --out")
-    captions, sources = [], {}
+    captions, owners, images, sources = [], [], [], {}
     for folder in a.data:
         items = load_dataset(folder, a.split).items
-        caps, _ = flatten_captions(items)
+        caps, own = flatten_captions(items)
+        first = sum(len(part) for part in images)  # owners index the images of all folders, in order
+        owners += [first + o for o in own]
         captions += caps
+        images.append(items)
         sources[f"{folder.rstrip('/').rsplit('/', 1)[-1]}/{a.split}"] = len(caps)
-    bank = QueryBank.build(loaded, captions, a.beta, sources)
+    if a.keep_captions:
+        bank = QueryBank.load(loaded, out).with_beta(a.beta)
+        if bank.size != len(bank_texts(captions)):
+            ap.error(f"the bank in {out} holds {bank.size} captions, these splits give "
+                     f"{len(bank_texts(captions))}; build it anew without --keep-captions")
+    else:
+        bank = QueryBank.build(loaded, captions, a.beta, sources)
+    if not a.no_images:
+        items = [it for part in images for it in part]
+        vecs = np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + 256]])
+                               for s in range(0, len(items), 256)])
+        bank = bank.with_images(caption_image_means(bank_texts(captions), captions, owners, vecs))
     path = bank.save(out)
     print(f"{path}: {bank.size} distinct captions of {len(captions)} ({sources}), beta {bank.beta:g}, "
-          f"model {bank.identity}, digest {bank.digest}")
+          f"images {'yes' if bank.images is not None else 'no'}, model {bank.identity}, digest {bank.digest}")
     return 0
 
 

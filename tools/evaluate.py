@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table({a.split: metrics}))
     if bank is not None:
         print(f"*_qb: text->image ranked by cosine - offset, query bank of {bank.size} captions, beta {bank.beta:g}")
+        if bank.expands:
+            print(f"*_qbx: the same with queries expanded through the bank's training images {bank.expansion} "
+                  "(what search ranks by)")
         for row in metrics.get("qb_sweep", []):
             print(f"  beta {row['beta']:6g}: t2i R@1/5/10 {row['t2i_r1_qb']:.2f} / {row['t2i_r5_qb']:.2f} / "
                   f"{row['t2i_r10_qb']:.2f}, mR_qb {row['mR_qb']:.2f}")
