@@ -102,8 +102,9 @@ def test_evaluate_mr_equal_on_ucm_val(lite, lite_onnx, shared_data):
     items = load_dataset(shared_data / "captions" / "ucm_captions", "val").items
     torch_mr, onnx_mr = evaluate_items(lite, items)["mR"], evaluate_items(lite_onnx, items)["mR"]
     # UCM repeats captions word for word across images; each distinct caption is embedded once, so its copies
-    # tie exactly in both runtimes instead of being ordered by last-bit differences.
-    assert abs(torch_mr - onnx_mr) <= 0.05, (torch_mr, onnx_mr)
+    # tie exactly in both runtimes instead of being ordered by last-bit differences. Exact on an AVX-512 Xeon;
+    # on an AVX2 AMD EPYC two image->text near-ties between distinct captions flip (0.16), hence 2 flips' worth.
+    assert abs(torch_mr - onnx_mr) <= 2 * 100 / len(items) / 6 + 1e-9, (torch_mr, onnx_mr)
 
 
 def test_cache_is_reused_and_rebuilt_when_the_adapter_changes(tmp_path):
