@@ -56,6 +56,16 @@ def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: i
     return out
 
 
+def embed_items(loaded: LoadedModel, items: Sequence, batch_size: int = 64, decode_chunk: int = 256) -> np.ndarray:
+    """Embed the images of dataset Items (harma_core.data), decoding `decode_chunk` at a time to bound memory."""
+    from harma_core.data import decode_image
+
+    if not items:
+        return np.zeros((0, loaded.dim), dtype=np.float32)
+    return np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + decode_chunk]],
+                                        batch_size) for s in range(0, len(items), decode_chunk)])
+
+
 @torch.inference_mode()
 def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused.

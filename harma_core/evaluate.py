@@ -78,12 +78,11 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     `qb_bank_size`), for a bank that expands queries the ranking search uses, expanded and corrected (keys
     `*_qbx`, i2t plain), and, for each of `betas`, a row of `qb_sweep`.
     """
-    from harma_core.data import decode_image, flatten_captions, normalize_caption
-    from harma_core.embed import embed_images, embed_texts
+    from harma_core.data import flatten_captions, normalize_caption
+    from harma_core.embed import embed_items, embed_texts
 
     captions, owner = flatten_captions(items)
-    img = np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + 256]], batch_size)
-                          for s in range(0, len(items), 256)]) if items else np.zeros((0, loaded.dim))
+    img = embed_items(loaded, items, batch_size)
     txt = embed_texts(loaded, [normalize_caption(c) for c in captions])
     if bank is None:
         return retrieval_metrics(img, txt, owner)

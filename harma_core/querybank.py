@@ -119,19 +119,21 @@ class QueryBank:
         return dataclasses.replace(self, images=np.asarray(images, dtype=np.float16),
                                    expansion={**self.expansion, **expansion})
 
-    def expand(self, text_vectors: np.ndarray) -> np.ndarray:
+    def expand(self, text_vectors: np.ndarray, bank_cosines: np.ndarray | None = None) -> np.ndarray:
         """Text query vectors [N, dim] (or one [dim]) moved toward their nearest captions' images; unit rows.
 
-        The bank's own vectors unchanged when it holds no images.
+        `bank_cosines` (vectors @ self.vectors.T), when the caller has them, saves the bank-size product.
+        The vectors come back unchanged when the bank holds no images.
         """
         q = np.asarray(text_vectors, dtype=np.float32)
         if not self.expands:
             return q
         single = q.ndim == 1
         qt = torch.from_numpy(np.atleast_2d(q))
+        sims = np.atleast_2d(q @ self.vectors.T if bank_cosines is None else bank_cosines)
         k, temp, alpha = int(self.expansion["k"]), float(self.expansion["temp"]), float(self.expansion["alpha"])
         with torch.inference_mode():
-            top, idx = (qt @ torch.from_numpy(self.vectors).T).topk(min(k, self.size), dim=1)
+            top, idx = torch.from_numpy(np.ascontiguousarray(sims, dtype=np.float32)).topk(min(k, self.size), dim=1)
             w = torch.softmax(top / temp, dim=1)
             e = torch.nn.functional.normalize((w[..., None] * self.image_vectors[idx]).sum(1), dim=1)
             out = torch.nn.functional.normalize(qt + alpha * e, dim=1).numpy()

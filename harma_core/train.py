@@ -26,7 +26,7 @@ from harma_core.adapters import (
 )
 from harma_core.class_eval import class_metrics
 from harma_core.data import Item, decode_image, flatten_captions, load_dataset, normalize_caption
-from harma_core.embed import embed_images, embed_texts
+from harma_core.embed import embed_items, embed_texts
 from harma_core.errors import AdapterError, ConfigError, DataError, HarmaError
 from harma_core.evaluate import retrieval_metrics
 from harma_core.losses import HarmaLoss
@@ -110,8 +110,7 @@ class _Encoders:
     @torch.inference_mode()
     def _val_images(self, name: str, items: list[Item]) -> np.ndarray:
         if not self.cached:
-            return np.concatenate([embed_images(self.loaded, [decode_image(it.image) for it in items[s:s + 256]])
-                                   for s in range(0, len(items), 256)])
+            return embed_items(self.loaded, items)
         cache = self.val_caches[name]
         return np.concatenate([
             pc.suffix_forward(self.loaded.model,

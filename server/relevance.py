@@ -125,11 +125,16 @@ class Relevance:
         """True when the bank can expand text queries (harma_core.querybank.QueryBank.expand)."""
         return bool(getattr(self.bank, "expands", False))
 
-    def text_gate(self, vector: np.ndarray) -> float | None:
-        """The query's gate (0..1), None without a bank."""
+    def bank_cosines(self, vector: np.ndarray) -> np.ndarray | None:
+        """A query's cosine with every bank caption (what the gate and expansion read), None without a bank."""
+        return None if self.bank is None else self.bank.vectors @ vector
+
+    def text_gate(self, vector: np.ndarray, bank_cosines: np.ndarray | None = None) -> float | None:
+        """The query's gate (0..1), None without a bank; pass `bank_cosines` when already computed."""
         if self.bank is None or self.gate is None:
             return None
-        return self.gate(float((self.bank.vectors @ vector).max()))
+        sims = self.bank_cosines(vector) if bank_cosines is None else bank_cosines
+        return self.gate(float(sims.max()))
 
     def of_text(self, col: Any, scores: np.ndarray, gate: float | None, expanded: bool = False) -> np.ndarray | None:
         """Relevance of text-query hits (None when the model ships no query bank)."""

@@ -107,9 +107,10 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     if not req.feedback:
         if req.text is not None:
             vec = embed_text(req.text)
-            gate = rel.text_gate(vec)  # how caption-like the words are, before expansion
+            sims = rel.bank_cosines(vec)  # one bank-size product for the gate and the expansion
+            gate = rel.text_gate(vec, sims)  # how caption-like the words are, before expansion
             if req.expand and rel.expands:
-                return _Query(rel.bank.expand(vec), "text", gate=gate, expanded=True)  # type: ignore[union-attr]
+                return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True)  # type: ignore[union-attr]
             return _Query(vec, "text", gate=gate)
         return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
     source = _owner(store, req, names, model)
@@ -287,8 +288,8 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
            "skipped_collections": [{"collection": n, "reason": "built with another model"} for n in other_model]
            + broken,
            "query": {**query, "k": req.k, "collections": names, **area_json, "min_score": req.min_score,
-                     "min_cosine": req.min_cosine, "dedupe": req.dedupe, "expand": req.expand,
-                     "dedupe_iou": req.dedupe_iou if req.dedupe else None, "all": req.all},
+                     "min_cosine": req.min_cosine, "dedupe": req.dedupe,
+                     "dedupe_iou": req.dedupe_iou if req.dedupe else None, "expand": req.expand, "all": req.all},
            "scoring": scoring}
     if req.all:
         out["truncated"] = len(features) >= MAX_ALL and not exhausted

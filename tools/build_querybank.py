@@ -16,10 +16,9 @@ import argparse
 import logging
 
 import _bootstrap  # noqa: F401
-import numpy as np
 
-from harma_core.data import decode_image, flatten_captions, load_dataset
-from harma_core.embed import embed_images
+from harma_core.data import flatten_captions, load_dataset
+from harma_core.embed import embed_items
 from harma_core.onnx_runtime import load_model
 from harma_core.querybank import QueryBank, bank_texts, caption_image_means
 
@@ -41,27 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or loaded.adapter_dir
     if out is None:
         ap.error(f"{a.model} has no adapter folder; give --out")
-    captions, owners, images, sources = [], [], [], {}
+    items, captions, owners, sources = [], [], [], {}
     for folder in a.data:
-        items = load_dataset(folder, a.split).items
-        caps, own = flatten_captions(items)
-        first = sum(len(part) for part in images)  # owners index the images of all folders, in order
-        owners += [first + o for o in own]
+        part = load_dataset(folder, a.split).items
+        caps, own = flatten_captions(part)
+        owners += [len(items) + o for o in own]  # owners index the images of all folders, in order
         captions += caps
-        images.append(items)
+        items += part
         sources[f"{folder.rstrip('/').rsplit('/', 1)[-1]}/{a.split}"] = len(caps)
+    texts = bank_texts(captions)
     if a.keep_captions:
         bank = QueryBank.load(loaded, out).with_beta(a.beta)
-        if bank.size != len(bank_texts(captions)):
-            ap.error(f"the bank in {out} holds {bank.size} captions, these splits give "
-                     f"{len(bank_texts(captions))}; build it anew without --keep-captions")
+        if bank.size != len(texts):
+            ap.error(f"the bank in {out} holds {bank.size} captions, these splits give {len(texts)}; "
+                     "build it anew without --keep-captions")
     else:
         bank = QueryBank.build(loaded, captions, a.beta, sources)
     if not a.no_images:
-        items = [it for part in images for it in part]
-        vecs = np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + 256]])
-                               for s in range(0, len(items), 256)])
-        bank = bank.with_images(caption_image_means(bank_texts(captions), captions, owners, vecs))
+        bank = bank.with_images(caption_image_means(texts, captions, owners, embed_items(loaded, items)))
     path = bank.save(out)
     print(f"{path}: {bank.size} distinct captions of {len(captions)} ({sources}), beta {bank.beta:g}, "
           f"images {'yes' if bank.images is not None else 'no'}, model {bank.identity}, digest {bank.digest}")
