@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from _common import GEOTIFF_DIR, emit, machine, median, peak_rss_mb, quiet_logs, table
 
+from harma_core.views import DEFAULT_VIEWS, VIEWS
+
 GOAL_RATIO = 0.9
 
 
@@ -76,13 +78,13 @@ def preread(paths: list[str], params: Any, side: int, batch_size: int) -> Batche
                    read_s, records_s)
 
 
-def encoder_only(model: Any, batches: Batches, batch_size: int) -> float:
-    """Seconds to embed every pre-read batch (the encoder's share of indexing)."""
+def encoder_only(model: Any, batches: Batches, batch_size: int, views: int = 1) -> float:
+    """Seconds to embed every pre-read batch, each tile as `views` views (the encoder's share of indexing)."""
     from harma_core import embed_images
 
     t0 = time.perf_counter()
     for px in batches.pixels:
-        embed_images(model, px, batch_size=batch_size)
+        embed_images(model, px, batch_size=batch_size, views=views)
     return time.perf_counter() - t0
 
 
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from server.tiling import TilingParams
 
     model = load_model(args.model, device=args.device, runtime=args.runtime)
-    params = TilingParams(tile_size=args.tile_size, overlap=args.overlap)
+    params = TilingParams(tile_size=args.tile_size, overlap=args.overlap, views=args.views)
     paths = rasters()
     batches = preread(paths, params, model.image_size, args.batch_size)
     n = batches.tiles
@@ -150,12 +152,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     e2e_s: dict[tuple, list[float]] = {c: [] for c in cases}
     with tempfile.TemporaryDirectory(prefix="harma-bench-index-") as tmp:
         root = Path(tmp)
-        encoder_only(model, batches, args.batch_size)  # warm-up: kernels and allocator see these shapes
+        encoder_only(model, batches, args.batch_size, params.views)  # warm-up: kernels and allocator see these shapes
         end_to_end(model, paths, params, args.batch_size, root, _workers(args.read_workers[0]))  # pool start-up
         for _ in range(args.rounds):
             for t, w in cases:  # settings interleaved too, so drift hits each alike
                 torch.set_num_threads(t)
-                enc_s[(t, w)].append(encoder_only(model, batches, args.batch_size))
+                enc_s[(t, w)].append(encoder_only(model, batches, args.batch_size, params.views))
                 secs, tiles = end_to_end(model, paths, params, args.batch_size, root, _workers(w))
                 if tiles != n:
                     raise RuntimeError(f"pipeline embedded {tiles} tiles but the pre-read found {n}")
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"bench": "indexing", "quick": args.quick, "model": model.identity, "device": str(model.device),
             "runtime": runtime_of(model), "read_workers": head["read_workers"],
             "inspect_only_s_per_raster": inspect_s / len(paths),
-            "rasters": len(paths), "tiles": n, "tile_size": args.tile_size, "overlap": args.overlap,
+            "rasters": len(paths), "tiles": n, "tile_size": args.tile_size, "overlap": args.overlap, "views": params.views,
             "batch_size": args.batch_size, "rounds": args.rounds, "torch_threads": threads[0],
             **{k: head[k] for k in ("end_to_end_tiles_per_s", "encoder_only_tiles_per_s", "ratio")},
             "goal_ratio": GOAL_RATIO, "by_threads": per,
@@ -192,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--read-workers", nargs="+", default=["auto"],
                     help="tile-reading processes to compare, interleaved: auto (the default rule) or N, 0 = a "
                          "reader thread only (the first is the headline)")
+    ap.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                    help="test-time views per tile, pipeline and encoder alike (harma_core.views)")
     ap.add_argument("--model", default="harma-lite")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),

@@ -32,6 +32,7 @@ import numpy as np
 from _common import REPO, RSICD_DIR, UCM_DIR, emit, machine, quiet_logs, run_json, table
 from search import Server
 
+from harma_core.views import DEFAULT_VIEWS, VIEWS
 from server.hubness import ENV
 
 K = 10
@@ -68,11 +69,11 @@ def build_mosaic(dataset: Path, split: str, out: Path, cell: int) -> tuple[Any, 
     return mosaic.write_mosaic(scenes, out, split=split, cell=cell), scenes
 
 
-def index_mosaic(store: Path, name: str, tif: Path, cell: int) -> float:
-    """Index the mosaic through the CLI; returns the wall seconds."""
+def index_mosaic(store: Path, name: str, tif: Path, cell: int, views: int) -> float:
+    """Index the mosaic through the CLI (each tile as `views` views); returns the wall seconds."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "tools" / "index.py"), "--store", str(store), name, str(tif),
-                    "--tile-size", str(cell), "--overlap", "0", "--quiet"], check=True, cwd=REPO,
+                    "--tile-size", str(cell), "--overlap", "0", "--views", str(views), "--quiet"], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
@@ -157,10 +158,10 @@ class Bench:
                 "cosine_gibberish": summary(j_cos)}
 
 
-def evaluate_reference(dataset: Path, split: str, querybank: str) -> dict[str, Any]:
+def evaluate_reference(dataset: Path, split: str, querybank: str, views: int) -> dict[str, Any]:
     """tools/evaluate.py --json on the same images (the in-memory reference)."""
     return run_json([sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", "harma-lite", "--data",
-                     str(dataset), "--split", split, "--json", "--querybank", querybank], timeout=3600)
+                     str(dataset), "--split", split, "--json", "--querybank", querybank, "--views", str(views)], timeout=3600)
 
 
 def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.Namespace,
@@ -171,7 +172,7 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
     name = dataset.name.split("_")[0]
     mosaic, scenes = build_mosaic(dataset, split, tmp / f"{name}_{split}", cell)
     store = tmp / f"store_{name}"
-    index_s = index_mosaic(store, name, mosaic.tif, cell)
+    index_s = index_mosaic(store, name, mosaic.tif, cell, args.views)
     captions, owners = [], []
     for i, s in enumerate(scenes):
         for c in s["captions"]:
@@ -184,7 +185,7 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
     labels = [s["label"] for s in scenes]
     server = Server(store, "harma-lite", tmp / f"server_{name}.log")
     out: dict[str, Any] = {"dataset": name, "split": split, "n_cells": len(scenes), "n_captions": len(captions),
-                           "index_s": round(index_s, 1), "configs": {}}
+                           "index_s": round(index_s, 1), "views": args.views, "configs": {}}
     try:
         server.wait()
         bench = Bench(server, name, mosaic.cols, cell, labels)
@@ -208,7 +209,7 @@ def run_dataset(dataset: Path, split: str, cell: int, tmp: Path, args: argparse.
     finally:
         server.stop()
     if not args.no_evaluate:
-        ref = evaluate_reference(dataset, split, args.querybank)
+        ref = evaluate_reference(dataset, split, args.querybank, args.views)
         out["evaluate"] = {k: v for k, v in ref.items() if k.startswith("t2i") or k.startswith("mR")
                            or k in ("n_images", "n_captions")}
     return out
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
     ap.add_argument("--querybank", default="auto",
                     help="bank for the server and evaluate.py: auto (shipped), none, or a querybank.safetensors")
+    ap.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                    help="index (and evaluate) each tile as the mean of this many rotations/mirrorings")
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), help="rankings to run")
     args = ap.parse_args(argv)
     if args.querybank != "auto":

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from harma_core.errors import InputError
+from harma_core.views import view_turns
 from harma_core.zoo import LoadedModel
 
 ImageLike = np.ndarray | Image.Image
@@ -40,30 +41,43 @@ def _runs_onnx(loaded: LoadedModel) -> bool:
     return getattr(loaded, "runtime", "torch") == "onnx"
 
 
+def _encode_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+    """Unit embeddings of one normalised [B, 3, S, S] batch."""
+    if _runs_onnx(loaded):
+        return loaded.encode_images(np.ascontiguousarray(batch.numpy()))
+    batch = batch.to(loaded.device).contiguous(memory_format=torch.channels_last)
+    return loaded.model.encode_image(batch, normalize=True).float().cpu().numpy()
+
+
 @torch.inference_mode()
-def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: int = 64) -> np.ndarray:
-    """Embed RGB images (PIL or uint8 HxWx3 arrays, any size) -> (N, dim) float32, unit rows."""
-    model, onnx = loaded.model.eval(), _runs_onnx(loaded)
+def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: int = 64,
+                 views: int = 1) -> np.ndarray:
+    """Embed RGB images (PIL or uint8 HxWx3 arrays, any size) -> (N, dim) float32, unit rows.
+
+    `views` > 1 embeds each image as the unit mean over that many of its rotations and mirrorings
+    (harma_core.views): overhead imagery has no "up", and the mean is a steadier embedding. Costs `views` x.
+    """
+    turns = view_turns(views)
+    loaded.model.eval()
     out = np.empty((len(images), loaded.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         batch = _to_tensor_batch(images[start:start + batch_size], loaded)
-        if onnx:
-            out[start:start + len(batch)] = loaded.encode_images(batch.numpy())
-            continue
-        batch = batch.to(loaded.device).contiguous(memory_format=torch.channels_last)
-        feats = model.encode_image(batch, normalize=True)
-        out[start:start + len(feats)] = feats.float().cpu().numpy()
+        feats = sum(_encode_batch(loaded, turn(batch)) for turn in turns)
+        if len(turns) > 1:
+            feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        out[start:start + len(batch)] = feats
     return out
 
 
-def embed_items(loaded: LoadedModel, items: Sequence, batch_size: int = 64, decode_chunk: int = 256) -> np.ndarray:
+def embed_items(loaded: LoadedModel, items: Sequence, batch_size: int = 64, decode_chunk: int = 256,
+                views: int = 1) -> np.ndarray:
     """Embed the images of dataset Items (harma_core.data), decoding `decode_chunk` at a time to bound memory."""
     from harma_core.data import decode_image
 
     if not items:
         return np.zeros((0, loaded.dim), dtype=np.float32)
     return np.concatenate([embed_images(loaded, [decode_image(it.image) for it in items[s:s + decode_chunk]],
-                                        batch_size) for s in range(0, len(items), decode_chunk)])
+                                        batch_size, views) for s in range(0, len(items), decode_chunk)])
 
 
 @torch.inference_mode()

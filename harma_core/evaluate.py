@@ -71,8 +71,10 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequence[float] = ()) -> dict:
-    """Embed a split's images and normalised captions with `loaded` and score retrieval.
+def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequence[float] = (),
+                   views: int = 1) -> dict:
+    """Embed a split's images (each the mean of `views` views, harma_core.views) and normalised captions with
+    `loaded` and score retrieval.
 
     With a QueryBank `bank`, also the corrected text->image ranking at bank.beta (keys `*_qb`, `qb_beta`,
     `qb_bank_size`), for a bank that expands queries the ranking search uses, expanded and corrected (keys
@@ -82,7 +84,7 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     from harma_core.embed import embed_items, embed_texts
 
     captions, owner = flatten_captions(items)
-    img = embed_items(loaded, items, batch_size)
+    img = embed_items(loaded, items, batch_size, views=views)
     txt = embed_texts(loaded, [normalize_caption(c) for c in captions])
     if bank is None:
         return retrieval_metrics(img, txt, owner)

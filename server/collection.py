@@ -77,8 +77,8 @@ class Collection:
 
     @property
     def params(self) -> TilingParams:
-        """Tiling parameters recorded at creation."""
-        return TilingParams.from_dict(self.manifest["tiling"])
+        """Tiling parameters recorded at creation (collections made before test-time views have views=1)."""
+        return TilingParams.from_dict({"views": 1, **self.manifest["tiling"]})
 
     def check_model(self, identity: str) -> None:
         """Refuse a model other than the one the collection was built with, naming both."""

@@ -154,6 +154,7 @@ def index_rasters(collection: Collection, model: Any, paths: Sequence[str], *, b
     cancel = cancel or threading.Event()
     report = IndexReport()
     t0 = time.perf_counter()
+    views = collection.params.views
     with collection.writing(model.identity):
         plans = _plan(collection, paths, report)
         prog = Progress(total=sum(len(p.windows) for p in plans))
@@ -182,7 +183,8 @@ def index_rasters(collection: Collection, model: Any, paths: Sequence[str], *, b
                     break
                 if batch.records:
                     prog.raster = batch.records[-1].raster
-                    collection.add_tiles(batch.records, embed_images(model, batch.pixels, batch_size=batch_size))
+                    collection.add_tiles(batch.records, embed_images(model, batch.pixels, batch_size=batch_size,
+                                                                     views=views))
                 report.tiles += len(batch.records)
                 for path, n in batch.nodata.items():
                     skipped_nodata[path] = skipped_nodata.get(path, 0) + n

@@ -64,7 +64,7 @@ def _encoder_resources() -> tuple[int, dict[str, Any]]:
 
 def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, model: str, *, device: str,
             batch_size: int, out_side: int | None, progress: Callable[[int], None] | None = None,
-            actors: int | None = None, runtime: str = "auto") -> None:
+            actors: int | None = None, runtime: str = "auto", views: int = 1) -> None:
     """Run the read and encode stages of the pending chunks on the cluster, feeding the collector."""
     import ray.data
 
@@ -76,7 +76,8 @@ def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, mod
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_INPUT_BLOCKS))
     ds = ds.flat_map(read_block, fn_kwargs={"out_side": out_side}, num_cpus=READ_CPUS)
     threads = None if resources.get("num_gpus") else 1  # one core per CPU actor, as Ray's OMP_NUM_THREADS says
-    kwargs = {"model": model, "device": device, "batch_size": batch_size, "runtime": runtime, "threads": threads}
+    kwargs = {"model": model, "device": device, "batch_size": batch_size, "runtime": runtime, "threads": threads,
+              "views": views}
     ds = ds.map_batches(Encoder, fn_constructor_kwargs=kwargs,
                         batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors or size), **resources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ class Services:
         if name in self.store.names():
             col = self.store.get(name)
             col.check_model(self.model.identity)
+            if "views" not in body:  # an older collection (1 view) is still the same collection
+                params = replace(params, views=col.params.views)
             if col.params != params:
                 raise Conflict(f"collection {name!r} already exists with tiling {col.params.to_dict()}; "
                                "use another name or delete it first")

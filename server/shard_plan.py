@@ -123,19 +123,19 @@ class Encoder:
     """Encoder stage: a callable class (one model per actor) turning tile rows into embedding rows."""
 
     def __init__(self, model: str | Any, device: str = "auto", batch_size: int = 32, runtime: str = "torch",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, views: int = 1) -> None:
         if isinstance(model, str):  # in an actor: the same loader as tools/index.py (torch or ONNX Runtime)
             from harma_core.onnx_runtime import load_model
             model = load_model(model, device=device, runtime=runtime, threads=threads)
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size, self.views = batch_size, views
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embed the non-nodata rows; the pixels column is replaced by `embedding` (float32 bytes)."""
         keep = [i for i in range(len(batch["index"])) if not batch["nodata"][i]]
         images = [np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["h"][i]), int(batch["w"][i]), 3)
                   for i in keep]
-        vecs = embed_images(self.model, images, batch_size=self.batch_size) if images else None
+        vecs = embed_images(self.model, images, batch_size=self.batch_size, views=self.views) if images else None
         emb = np.full(len(batch["index"]), b"", dtype=object)
         for j, i in enumerate(keep):
             emb[i] = vecs[j].tobytes()  # type: ignore[index]

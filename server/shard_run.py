@@ -108,9 +108,9 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
         if engine == "ray":
             ray_engine.run_ray(chunks, todo, collector, model_spec or model.name, device=device,
                                batch_size=batch_size, out_side=getattr(model, "image_size", None),
-                               progress=on_rows, actors=actors, runtime=runtime)
+                               progress=on_rows, actors=actors, runtime=runtime, views=col.params.views)
         else:
-            run_in_process(chunks, todo, Encoder(model, batch_size=batch_size), collector, progress=on_rows)
+            run_in_process(chunks, todo, Encoder(model, batch_size=batch_size, views=col.params.views), collector, progress=on_rows)
     finally:
         bar.close()
     report.seconds = time.perf_counter() - t0

@@ -39,6 +39,7 @@ from harma_core.grid import (  # noqa: F401  (the grid lives in harma_core; name
 )
 from harma_core.raster_pixels import STRETCH_PERCENTILES, stretch_limits
 from harma_core.raster_pixels import choose_bands as _choose_bands
+from harma_core.views import DEFAULT_VIEWS, check_views
 from server.errors import InvalidRequest, RasterError
 
 MIN_SIDE = 16  # pixels; smaller rasters carry too little to embed meaningfully
@@ -58,6 +59,8 @@ class TilingParams:
     clamped into `auto_tile_px` pixels, and every tile is resampled to the model input when it is read. The
     rule is recorded here and each raster's resulting tile and stride in its stored info, so re-adding a
     raster tiles it the same way even if the defaults change.
+    `views`: each tile is embedded as the mean over that many of its rotations and mirrorings
+    (harma_core.views); a collection recorded without it was embedded with 1 (Collection.params).
     """
 
     tile_size: int | None = None
@@ -69,6 +72,7 @@ class TilingParams:
     percentiles: tuple[float, float] = STRETCH_PERCENTILES
     auto_tile_m: float = AUTO_TILE_M
     auto_tile_px: tuple[int, int] = AUTO_TILE_PX
+    views: int = DEFAULT_VIEWS
 
     def __post_init__(self) -> None:
         lo_px, hi_px = self.auto_tile_px
@@ -92,6 +96,10 @@ class TilingParams:
             raise InvalidRequest(f"overlap_m={self.overlap_m} needs tile_size_m and must be in [0, tile_size_m)")
         if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
             raise InvalidRequest(f"bands={self.bands} must be 1 or 3 band numbers counted from 1, e.g. [4, 3, 2]")
+        try:
+            check_views(self.views)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise InvalidRequest(f"percentiles={self.percentiles} must satisfy 0 <= low < high <= 100")
@@ -120,7 +128,7 @@ class TilingParams:
             if "auto_tile_px" in d:
                 lo, hi = d["auto_tile_px"]
                 d["auto_tile_px"] = (_as_int(lo, "auto_tile_px"), _as_int(hi, "auto_tile_px"))
-            for key in ("tile_size", "overlap"):
+            for key in ("tile_size", "overlap", "views"):
                 if key in d:
                     d[key] = _as_int(d[key], key)
             for key in ("tile_size_m", "overlap_m", "auto_tile_m"):

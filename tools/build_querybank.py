@@ -13,6 +13,7 @@ so its digest, and every collection's stored offsets, stay valid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 import _bootstrap  # noqa: F401
@@ -21,6 +22,7 @@ from harma_core.data import flatten_captions, load_dataset
 from harma_core.embed import embed_items
 from harma_core.onnx_runtime import load_model
 from harma_core.querybank import QueryBank, bank_texts, caption_image_means
+from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="folder to write querybank.safetensors into (default: the model's adapter folder)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-images", action="store_true", help="captions only: no query expansion")
+    ap.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                    help="embed the training images as the mean over this many rotations/mirrorings")
     ap.add_argument("--keep-captions", action="store_true",
                     help="keep the caption embeddings of the bank already in --out; only add the image means")
     a = ap.parse_args(argv)
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bank = QueryBank.build(loaded, captions, a.beta, sources)
     if not a.no_images:
-        bank = bank.with_images(caption_image_means(texts, captions, owners, embed_items(loaded, items)))
+        bank = bank.with_images(caption_image_means(texts, captions, owners, embed_items(loaded, items, views=a.views)))
+        bank = dataclasses.replace(bank, sources={**bank.sources, "image_views": a.views})
     path = bank.save(out)
     print(f"{path}: {bank.size} distinct captions of {len(captions)} ({sources}), beta {bank.beta:g}, "
           f"images {'yes' if bank.images is not None else 'no'}, model {bank.identity}, digest {bank.digest}")

@@ -16,6 +16,7 @@ from harma_core.data import load_dataset
 from harma_core.evaluate import evaluate_items, format_table
 from harma_core.onnx_runtime import RUNTIMES, load_model, runtime_of
 from harma_core.querybank import QueryBank
+from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beta", type=float, help="inverted-softmax beta instead of the bank's own")
     ap.add_argument("--beta-sweep", type=float, nargs="+", default=[],
                     help="also score these betas (rows of qb_sweep in the JSON)")
+    ap.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                    help="embed each image as the mean over this many rotations/mirrorings (what new "
+                         "collections do; 1 = the image as is)")
     ap.add_argument("--sample", type=int, help="score a fixed random subset of N images (seed 0), e.g. of "
                                               "the train split, to compare with val at the same gallery size")
     a = ap.parse_args(argv)
@@ -47,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         QueryBank.find(loaded) if a.querybank == "auto" else QueryBank.load(loaded, a.querybank))
     if bank is not None and a.beta is not None:
         bank = bank.with_beta(a.beta)
-    metrics = evaluate_items(loaded, items, bank=bank, betas=a.beta_sweep if bank is not None else ())
-    metrics["runtime"] = runtime_of(loaded)
-    print(f"{loaded.identity} ({metrics['runtime']}) on {a.data} [{a.split}]: {metrics['n_images']} images, "
+    metrics = evaluate_items(loaded, items, bank=bank, betas=a.beta_sweep if bank is not None else (), views=a.views)
+    metrics["runtime"], metrics["views"] = runtime_of(loaded), a.views
+    print(f"{loaded.identity} ({metrics['runtime']}, {a.views} views) on {a.data} [{a.split}]: {metrics['n_images']} images, "
           f"{metrics['n_captions']} captions, {len(report.skipped)} skipped rows")
     print(format_table({a.split: metrics}))
     if bank is not None:

@@ -54,6 +54,11 @@ def test_health_and_collections(client, model):
     assert "already exists with tiling" in error_of(post(client, "/collections", {"name": "new"}), 409)
     assert "is not allowed" in error_of(post(client, "/collections", {"name": "../x"}), 400)
     assert "unknown tiling parameter" in error_of(post(client, "/collections", {"name": "y", "size": 3}), 400)
+    assert "views=3 is not supported" in error_of(post(client, "/collections", {"name": "y", "views": 3}), 400)
+    assert post(client, "/collections", {"name": "one", "tile_size": 128, "views": 1}).status_code == 201
+    assert post(client, "/collections", {"name": "one", "tile_size": 128}).status_code == 200  # its own views
+    assert "already exists with tiling" in error_of(post(client, "/collections", {"name": "one", "tile_size": 128,
+                                                                                  "views": 8}), 409)
     assert "not 'ViT-B-32'" in error_of(post(client, "/collections", {"name": "z", "model": "ViT-B-32"}), 409)
     assert client.delete("/api/v1/collections/new").status_code == 200
     assert "no collection named 'new'" in error_of(client.get("/api/v1/collections/new"), 404)
