@@ -78,7 +78,7 @@ class Collection:
     @property
     def params(self) -> TilingParams:
         """Tiling parameters recorded at creation (collections made before test-time views have views=1)."""
-        return TilingParams.from_dict({"views": 1, **self.manifest["tiling"]})
+        return TilingParams.recorded(self.manifest["tiling"])
 
     def check_model(self, identity: str) -> None:
         """Refuse a model other than the one the collection was built with, naming both."""

@@ -64,7 +64,7 @@ def _collection(store: Store, name: str, first: tuple[Path, ShardMeta], index_sh
         return store.get(name)  # each shard is checked against its model and tiling next
     model = SimpleNamespace(identity=meta.model["identity"], name=meta.model["name"], dim=int(meta.model["dim"]))
     extra = {} if index_shard_tiles is None else {"shard_tiles": index_shard_tiles}
-    return store.create(name, model, TilingParams.from_dict(meta.tiling), **extra)
+    return store.create(name, model, TilingParams.recorded(meta.tiling), **extra)
 
 
 def import_shards(store: Store, name: str, shards: Sequence[Path], order: Sequence[str] | None = None,

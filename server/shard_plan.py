@@ -93,7 +93,7 @@ def pending(chunks: list[Chunk], out_dir: Path, identity: str, params: TilingPar
         if path.exists():
             try:
                 m = read_meta(path)
-                if (m.model["identity"], TilingParams.from_dict(m.tiling), m.info) == (identity, params, c.info):
+                if (m.model["identity"], TilingParams.recorded(m.tiling), m.info) == (identity, params, c.info):
                     continue
             except ServerError as e:
                 log.warning("redoing shard %s: %s", path, e)

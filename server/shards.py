@@ -155,7 +155,7 @@ def check_compatible(meta: ShardMeta, path: Path, identity: str, params: TilingP
     if meta.model["identity"] != identity:
         raise ModelMismatch(f"shard {path} was made with model {meta.model['identity']!r} but the collection "
                             f"uses {identity!r}; import it into a collection of that model, or re-index")
-    theirs = TilingParams.from_dict(meta.tiling)
+    theirs = TilingParams.recorded(meta.tiling)
     if theirs != params:
         raise ModelMismatch(f"shard {path} was cut with tiling {theirs.to_dict()} but the collection uses "
                             f"{params.to_dict()}; import it into a collection with that tiling, or re-index")

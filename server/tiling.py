@@ -113,6 +113,11 @@ class TilingParams:
         return d
 
     @classmethod
+    def recorded(cls, d: dict[str, Any]) -> TilingParams:
+        """Parameters as stored in a manifest or shard: one written before views embedded tiles with 1 view."""
+        return cls.from_dict({"views": 1, **d})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TilingParams:
         """Build from a dict; unknown keys fail."""
         known = {f.name for f in fields(cls)}

@@ -70,5 +70,8 @@ def test_a_collection_made_before_views_keeps_one_view(model: Any, tmp_path: Pat
     assert open_or_create(Store(tmp_path / "store"), "old", model, {"tile_size": 128}).params.views == 1
     with pytest.raises(Conflict, match="exists with tiling"):
         open_or_create(Store(tmp_path / "store"), "old", model, {"tile_size": 128, "views": 8})
+    # the same rule for GeoParquet shards written before views: their metadata has no "views"
+    assert TilingParams.recorded({"tile_size": 128}).views == 1
+    assert TilingParams.from_dict({"tile_size": 128}).views == DEFAULT_VIEWS
     with pytest.raises(InvalidRequest, match="views=3 is not supported; use one of 1, 2, 4, 8"):
         TilingParams.from_dict({"views": 3})
