@@ -24,9 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bands", type=int, nargs="+", help="1 or 3 band numbers to use as RGB, e.g. 4 3 2")
     ap.add_argument("--pixel-coords", action="store_true", default=None,
                     help="accept rasters without a CRS, keeping pixel coordinates only")
-    ap.add_argument("--views", type=int, choices=(1, 2, 4, 8),
+    ap.add_argument("--views", type=int,
                     help="new collections: embed each tile as the mean over this many rotations/mirrorings "
-                         "(default 8: best retrieval, 8x the encoding time; 1 = fastest)")
+                         "(1, 2, 4 or 8; default 8: best retrieval, 8x the encoding time; 1 = fastest)")
     ap.add_argument("--model", default="harma-lite", help="model name, run folder or checkpoint")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=32)
