@@ -3,7 +3,7 @@
 With HarMA adapters only in the last stages (or no adapters: heads-only), everything before the first adapted
 stage is a fixed function of the (augmented) pixels. We run it once per image and view, store the feature maps
 as float16 on disk, and train on the rest of the tower. Views: 0 is the plain evaluation transform, 1.. are
-random augmentations (HARMA.md recipe); at train time a view is drawn per image and the feature map may be
+random augmentations (HARMA.md recipe, optionally with a random quarter turn: `turns`); at train time a view is drawn per image and the feature map may be
 mirrored (a cheap stand-in for flipping the image, exact up to the conv kernels' own asymmetry).
 """
 
@@ -24,6 +24,7 @@ from torchvision.ops import roi_align
 from tqdm import tqdm
 
 from harma_core.data import ImageDataset, Item
+from harma_core.train_config import TURNS
 from harma_core.zoo import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,25 @@ def is_cnn_tower(model: nn.Module) -> bool:
     return trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "conv_stem")
 
 
-def train_transform(loaded: LoadedModel) -> transforms.Compose:
-    """HARMA.md training augmentation: random resized crop (0.5-1, bicubic), flip, mild RandAugment."""
+class RandomQuarterTurn:
+    """Turn a [C, H, W] image tensor by a random multiple of 90 degrees (torch's RNG, so seeded workers repeat)."""
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(image, int(torch.randint(4, ())), dims=(1, 2))
+
+
+def train_transform(loaded: LoadedModel, turns: int = 1) -> transforms.Compose:
+    """HARMA.md training augmentation: random resized crop (0.5-1, bicubic), flip, mild RandAugment; with
+    `turns` = 4 also a random quarter turn (overhead scenes have no "up"; search embeds all 8 symmetries)."""
+    if turns not in TURNS:
+        raise ValueError(f"turns={turns!r}: use 1 (upright only) or 4 (random quarter turns)")
     return transforms.Compose([
         transforms.RandomResizedCrop(loaded.image_size, scale=(0.5, 1.0),
                                      interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
         transforms.RandomHorizontalFlip(),
         transforms.RandAugment(num_ops=1, magnitude=5),
         transforms.ToTensor(),
+        *([RandomQuarterTurn()] if turns == 4 else []),
         transforms.Normalize(loaded.mean, loaded.std),
     ])
 
@@ -67,10 +79,13 @@ def suffix_forward(model: nn.Module, feats: torch.Tensor, first_stage: int, norm
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def cache_key(loaded: LoadedModel, items: Sequence[Item], views: int, first_stage: int, seed: int) -> str:
-    """Name of the cache for these images, views, stages and seed (the frozen base only: adapters do not matter)."""
+def cache_key(loaded: LoadedModel, items: Sequence[Item], views: int, first_stage: int, seed: int,
+              turns: int = 1) -> str:
+    """Name of the cache for these images, views, stages, seed and turns (the frozen base only: adapters do not
+    matter); caches built before `turns` existed keep their names."""
     h = hashlib.sha256()
-    h.update(json.dumps([loaded.name, loaded.base_hash, views, first_stage, seed]).encode())
+    h.update(json.dumps([loaded.name, loaded.base_hash, views, first_stage, seed]
+                        + ([turns] if turns != 1 else [])).encode())
     for it in items:
         h.update(str(it.image if isinstance(it.image, str) else it.source).encode())
     return h.hexdigest()[:16]
@@ -78,10 +93,13 @@ def cache_key(loaded: LoadedModel, items: Sequence[Item], views: int, first_stag
 
 @torch.inference_mode()
 def build_prefix_cache(loaded: LoadedModel, items: Sequence[Item], views: int, first_stage: int,
-                       cache_dir: Path, seed: int = 0, batch_size: int = 64, num_workers: int = 2) -> np.ndarray:
-    """Float16 memmap of shape (views, n_items, C, H, W); reused when an identical cache exists."""
+                       cache_dir: Path, seed: int = 0, batch_size: int = 64, num_workers: int = 2,
+                       turns: int = 1) -> np.ndarray:
+    """Float16 memmap of shape (views, n_items, C, H, W); reused when an identical cache exists.
+
+    View 0 is always the plain upright transform; `turns` = 4 gives the augmented views random quarter turns."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(loaded, items, views, first_stage, seed)
+    key = cache_key(loaded, items, views, first_stage, seed, turns)
     data_path, meta_path = cache_dir / f"prefix-{key}.f16", cache_dir / f"prefix-{key}.json"
     if meta_path.is_file():
         shape = tuple(json.loads(meta_path.read_text())["shape"])
@@ -94,7 +112,7 @@ def build_prefix_cache(loaded: LoadedModel, items: Sequence[Item], views: int, f
              views, np.prod(shape) * 2 / 1e9)
     out = np.memmap(data_path.with_suffix(".tmp"), dtype=np.float16, mode="w+", shape=shape)
     for v in range(views):
-        tf = loaded.preprocess() if v == 0 else train_transform(loaded)
+        tf = loaded.preprocess() if v == 0 else train_transform(loaded, turns)
         torch.manual_seed(seed + v)
         loader = torch.utils.data.DataLoader(ImageDataset(items, tf), batch_size=batch_size,
                                              num_workers=num_workers, worker_init_fn=_seed_worker(seed + v))
@@ -104,7 +122,8 @@ def build_prefix_cache(loaded: LoadedModel, items: Sequence[Item], views: int, f
     out.flush()
     del out
     data_path.with_suffix(".tmp").rename(data_path)
-    meta_path.write_text(json.dumps({"shape": list(shape), "first_stage": first_stage, "views": views}))
+    meta_path.write_text(json.dumps({"shape": list(shape), "first_stage": first_stage, "views": views,
+                                     "turns": turns}))
     return np.memmap(data_path, dtype=np.float16, mode="r", shape=shape)
 
 

@@ -87,12 +87,13 @@ class _Encoders:
         cache_dir = Path(cfg.cache_dir or Path(cfg.out) / "cache")
         if self.cached:
             self.train_cache = pc.build_prefix_cache(loaded, train_items, cfg.views, self.first_stage,
-                                                     cache_dir, cfg.seed, num_workers=cfg.num_workers)
+                                                     cache_dir, cfg.seed, num_workers=cfg.num_workers,
+                                                     turns=cfg.turns)
             self.val_caches = {k: pc.build_prefix_cache(loaded, items, 1, self.first_stage, cache_dir,
                                                         cfg.seed, num_workers=cfg.num_workers)
                                for k, items in val_sets.items()}
         self.train_items = train_items
-        self.tf = pc.train_transform(loaded)
+        self.tf = pc.train_transform(loaded, cfg.turns)
 
     def images(self, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         model = self.loaded.model

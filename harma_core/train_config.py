@@ -16,6 +16,7 @@ from harma_core.readers.polygons import DEFAULT_TEMPLATE, MIN_COVER, PolygonSour
 
 MODES = ("harma", "heads", "full")
 DEFAULT_TILE = 256  # pixels, when neither tile_size nor tile_size_m is given
+TURNS = (1, 4)  # orientations an augmented training view may take: upright only, or any quarter turn
 
 
 def _opt(default: Any = None, help: str = "", factory: Any = None, **meta: Any) -> Any:
@@ -55,6 +56,8 @@ class TrainConfig:
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "auto|cpu|cuda")
     views: int = _opt(2, "cached views per image (CNN towers): 1 = no augmentation")
+    turns: int = _opt(1, "orientations of the augmented cached views: 1 = upright, 4 = a random quarter turn each "
+                         "(overhead scenes have no up)", choices=TURNS)
     feature_crop: float = _opt(1.0, "smallest area of a random crop of cached feature maps, drawn every step "
                                     "(1 = off)")
     captions_per_image: int = _opt(1, "distinct captions of each image per batch (rows of one image are "
@@ -69,6 +72,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode '{self.mode}' is not one of {MODES}")
+        if self.turns not in TURNS:
+            raise ConfigError(f"turns {self.turns} must be 1 (upright views) or 4 (random quarter turns)")
         if not 0 < self.feature_crop <= 1:
             raise ConfigError(f"feature_crop {self.feature_crop} must lie in (0, 1]: the smallest crop area kept")
         if self.captions_per_image < 1:
