@@ -175,7 +175,8 @@ class QueryBank:
         return cls(emb, loaded.identity, float(beta), dict(sources or {}))
 
     def save(self, folder: str | Path) -> Path:
-        """Write `querybank.safetensors` into folder; returns the file."""
+        """Write `querybank.safetensors` into folder (created if needed); returns the file."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / BANK_FILE
         meta = {"format": FORMAT, "identity": self.identity, "beta": repr(self.beta),
                 "sources": json.dumps(self.sources, sort_keys=True), "digest": self.digest,
