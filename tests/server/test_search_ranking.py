@@ -78,8 +78,9 @@ def test_relevance_separates_real_queries_from_nonsense(geo, model, embedder, re
         return run(geo, model, embedder, relevance, text=text, k=1)["features"][0]["properties"]
 
     real, junk = [best(t) for t in REAL], [best(t) for t in NONSENSE]
-    # the cosine alone does not tell them apart on this collection (the complaint) ...
-    assert max(p["cosine"] for p in junk) > min(p["cosine"] for p in real)
+    # the cosine leaves no usable margin between them on this collection (the complaint: with the v1
+    # adapter nonsense scored above real queries; with v2 the gap is 0.016) ...
+    assert min(p["cosine"] for p in real) - max(p["cosine"] for p in junk) < 0.05
     # ... the relevance does, clearly
     assert max(p["relevance"] for p in junk) < 0.1
     assert min(p["relevance"] for p in real) > 0.3
