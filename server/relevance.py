@@ -28,10 +28,16 @@ RECALIBRATE = 0.10  # relative change in tile count after which a calibration is
 
 
 class Bank(Protocol):
-    """What relevance needs of a query bank: unit caption vectors and an identity."""
+    """What relevance needs of a query bank (harma_core.querybank.QueryBank): unit caption vectors, an identity,
+    and query expansion where the bank holds training images."""
 
     vectors: np.ndarray
     identity: str
+
+    @property
+    def expands(self) -> bool: ...
+
+    def expand(self, text_vectors: np.ndarray, bank_cosines: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def _spread(n: int, m: int) -> np.ndarray:
@@ -109,7 +115,7 @@ class Relevance:
             assert self.bank is not None
             refs = self.bank.vectors[_spread(len(self.bank.vectors), REFERENCE_QUERIES)]
             if kind == "text+expanded":  # expanded queries reach higher cosines: compare like with like
-                refs = self.bank.expand(refs)  # type: ignore[attr-defined]
+                refs = self.bank.expand(refs)
             best = _best_of(col, refs, skip_self=False)
         else:
             ids = col.ids()
@@ -119,11 +125,6 @@ class Relevance:
         with self._lock:
             self._cache[key] = cal
         return cal
-
-    @property
-    def expands(self) -> bool:
-        """True when the bank can expand text queries (harma_core.querybank.QueryBank.expand)."""
-        return bool(getattr(self.bank, "expands", False))
 
     def bank_cosines(self, vector: np.ndarray) -> np.ndarray | None:
         """A query's cosine with every bank caption (what the gate and expansion read), None without a bank."""

@@ -109,8 +109,8 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
             vec = embed_text(req.text)
             sims = rel.bank_cosines(vec)  # one bank-size product for the gate and the expansion
             gate = rel.text_gate(vec, sims)  # how caption-like the words are, before expansion
-            if req.expand and rel.expands:
-                return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True)  # type: ignore[union-attr]
+            if req.expand and rel.bank is not None and rel.bank.expands:
+                return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True)
             return _Query(vec, "text", gate=gate)
         return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
     source = _owner(store, req, names, model)

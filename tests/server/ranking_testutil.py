@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from server_testutil import GEOTIFF_DIR
 
 from harma_core.data import flatten_captions, load_dataset, normalize_caption
 from harma_core.embed import embed_texts
+from harma_core.querybank import QueryBank
 from server.pipeline import index_rasters
 from server.store import Store
 from server.tiling import TilingParams
@@ -23,12 +23,12 @@ CAPTIONS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ca
 
 
 def caption_bank(model: Any, n: int = 1000) -> Any:
-    """n train captions of RSICD and UCM (seed 0), embedded; the shape the server reads from a query bank."""
+    """A real query bank of n train captions of RSICD and UCM (seed 0), embedded; captions only (no expansion)."""
     items = load_dataset(CAPTIONS / "rsicd", "train").items + load_dataset(CAPTIONS / "ucm_captions", "train").items
     captions, _ = flatten_captions(items)
     picked = random.Random(0).sample(sorted(set(captions)), n)
-    return SimpleNamespace(vectors=embed_texts(model, [normalize_caption(c) for c in picked]),
-                           identity=f"test-bank:{model.identity}:{n}")
+    return QueryBank(embeddings=embed_texts(model, [normalize_caption(c) for c in picked]),
+                     identity=f"test-bank:{model.identity}:{n}", beta=20.0)
 
 
 def geo_store(model: Any, root: Path) -> Path:
