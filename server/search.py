@@ -13,6 +13,7 @@ from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from harma_core import embed_texts
+from harma_core.prompts import embed_queries, is_keyword
 from server import feedback
 from server.area import bbox_lonlat, candidates, geometry_lonlat
 from server.dedupe import suppress
@@ -33,32 +34,42 @@ _ranking_lock = threading.Lock()
 
 
 class TextEmbedder:
-    """Text -> unit vector with an LRU cache, so repeated queries skip the text encoder."""
+    """Text -> (plain, search) unit vectors with an LRU cache, so repeated queries skip the text encoder.
+
+    The search vector of a keyword query is its template ensemble (harma_core.prompts); the plain vector is
+    the words as typed, what the relevance gate reads. For longer queries the two are the same array.
+    """
 
     def __init__(self, model: Any, size: int = 512) -> None:
         self.model = model
         self.size = size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def __call__(self, text: str) -> np.ndarray:
-        """The embedding of one non-empty text."""
+        """The search vector of one non-empty text."""
+        return self.pair(text)[1]
+
+    def pair(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(plain, search) vectors of one non-empty text."""
         key = " ".join(text.split())
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return self._cache[key]
-        vec = embed_texts(self.model, [key])[0]
-        vec.setflags(write=False)
+        plain = embed_texts(self.model, [key])[0]
+        pair = (plain, embed_queries(self.model, [key], plain[None])[0] if is_keyword(key) else plain)
+        for vec in pair:
+            vec.setflags(write=False)
         with self._lock:
             self.misses += 1
-            self._cache[key] = vec
+            self._cache[key] = pair
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
-        return vec
+        return pair
 
 
 def ranking_for(model: Any) -> tuple[Relevance, Reranker | None]:
@@ -106,9 +117,10 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
            rel: Relevance) -> _Query:
     if not req.feedback:
         if req.text is not None:
-            vec = embed_text(req.text)
+            plain, vec = embed_text.pair(req.text)
             sims = rel.bank_cosines(vec)  # one bank-size product for the gate and the expansion
-            gate = rel.text_gate(vec, sims)  # how caption-like the words are, before expansion
+            # how caption-like the words as typed are (templates would lend gibberish a caption's shape)
+            gate = rel.text_gate(plain, sims if plain is vec else None)
             if req.expand and rel.bank is not None and rel.bank.expands:
                 return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True)
             return _Query(vec, "text", gate=gate)

@@ -55,3 +55,19 @@ def test_expanded_nonsense_stays_irrelevant(geo, model, bank):
 def test_expand_must_be_a_boolean(geo, model, bank):
     with pytest.raises(InvalidRequest, match="expand='yes' must be true or false"):
         run(geo, model, bank, text="a river", expand="yes")
+
+
+def test_keyword_queries_search_their_phrasings_and_gate_on_the_words(geo, model, bank):
+    from harma_core.prompts import embed_queries
+
+    embedder = TextEmbedder(model, size=8)
+    plain, vec = embedder.pair("forest")
+    np.testing.assert_allclose(vec, embed_queries(model, ["forest"])[0], atol=1e-6)
+    assert embedder.pair("farmland with a lake")[0] is embedder.pair("farmland with a lake")[1]
+    fc = run(geo, model, bank, text="forest", k=20, dedupe=False, ranking="cosine")
+    col = Store(geo).get("geo")
+    cos = col.vectors([f["properties"]["tile_id"] for f in fc["features"]]) @ bank.expand(vec)
+    np.testing.assert_allclose([f["properties"]["cosine"] for f in fc["features"]], cos, atol=1e-5)
+    rel = Relevance(bank)
+    assert fc["features"][0]["properties"]["relevance"] > 0.3
+    assert rel.text_gate(plain) > rel.text_gate(embedder.pair("qwxz zzkq")[0]), "the gate reads the typed words"
