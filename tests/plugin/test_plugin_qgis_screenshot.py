@@ -2,9 +2,10 @@
 import subprocess
 import sys
 
+from harma_search.logic.styles import RAMP
 from harma_search.snapshot import DOCK_WIDTH
 from plugin_testing import COLLECTION, REPO
-from qgis.PyQt.QtGui import QImage
+from qgis.PyQt.QtGui import QColor, QImage
 
 
 def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed, live_server, tmp_path):
@@ -20,8 +21,10 @@ def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed,
     assert out.stat().st_size < 3_000_000
     dock_colors = {image.pixel(x, y) for x in range(0, DOCK_WIDTH, 7) for y in range(0, image.height(), 7)}
     assert len(dock_colors) > 20  # text, buttons and the result list were painted
-    # zoomed to the hit: its outline (score ramp, saturated orange to red) is drawn in the middle third
-    # of the map, and imagery (not the white background) fills much of the map around it
+    # zoomed to the hit: its outline, in the ramp's colour for the best score class (the darkest, #7a0040),
+    # is drawn in the middle third of the map, and imagery (not the white background) fills much of the map
+    # around it. (Matching "orange to red" instead passed only while lower-ranked hits lay in the middle.)
+    best = QColor(RAMP[-1])
     w, h = image.width() - DOCK_WIDTH, image.height()
     strong = white = samples = 0
     for x in range(DOCK_WIDTH, image.width(), 3):
@@ -30,7 +33,8 @@ def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed,
             samples += 1
             white += color.red() > 250 and color.green() > 250 and color.blue() > 250
             middle = DOCK_WIDTH + w / 3 <= x <= DOCK_WIDTH + 2 * w / 3 and h / 3 <= y <= 2 * h / 3
-            if middle and color.red() > 150 and color.red() > color.green() + 60 and color.red() > color.blue() + 80:
-                strong += 1
+            near = max(abs(color.red() - best.red()), abs(color.green() - best.green()),
+                       abs(color.blue() - best.blue())) <= 24
+            strong += middle and near
     assert strong > 50, strong
     assert samples - white > samples * 0.25, (white, samples)  # the hit may lie at a raster corner
