@@ -129,7 +129,7 @@ class QueryBank:
         if not self.expands:
             return q
         single = q.ndim == 1
-        qt = torch.from_numpy(np.atleast_2d(q))
+        qt = torch.from_numpy(np.array(np.atleast_2d(q)))  # a copy: cached query vectors are read-only
         sims = np.atleast_2d(q @ self.vectors.T if bank_cosines is None else bank_cosines)
         k, temp, alpha = int(self.expansion["k"]), float(self.expansion["temp"]), float(self.expansion["alpha"])
         with torch.inference_mode():
