@@ -77,15 +77,17 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     `loaded` and score retrieval.
 
     With a QueryBank `bank`, also the corrected text->image ranking at bank.beta (keys `*_qb`, `qb_beta`,
-    `qb_bank_size`), for a bank that expands queries the ranking search uses: keyword captions phrased (harma_core.prompts),
-    expanded and corrected (keys `*_qbx`, i2t plain), and, for each of `betas`, a row of `qb_sweep`.
+    `qb_bank_size`), for a bank that expands queries the ranking search uses: keyword captions phrased
+    (harma_core.prompts), expanded and corrected (keys `*_qbx`, i2t plain), and, for each of `betas`, a row of
+    `qb_sweep`.
     """
     from harma_core.data import flatten_captions, normalize_caption
     from harma_core.embed import embed_items, embed_texts
 
     captions, owner = flatten_captions(items)
     img = embed_items(loaded, items, batch_size, views=views)
-    txt = embed_texts(loaded, [normalize_caption(c) for c in captions])
+    texts = [normalize_caption(c) for c in captions]
+    txt = embed_texts(loaded, texts)
     if bank is None:
         return retrieval_metrics(img, txt, owner)
     offsets = bank.offsets(img)
@@ -94,7 +96,7 @@ def evaluate_items(loaded, items, batch_size: int = 64, bank=None, betas: Sequen
     if bank.expands:  # what search ranks by: keywords phrased, expanded, corrected scores (keys *_qbx)
         from harma_core.prompts import embed_queries
 
-        queries = embed_queries(loaded, [normalize_caption(c) for c in captions], txt)
+        queries = embed_queries(loaded, texts, txt)
         x = retrieval_metrics(img, bank.expand(queries), owner, offsets)
         out.update({f"t2i_r{k}_qbx": x[f"t2i_r{k}_qb"] for k in KS}, qb_expansion=dict(bank.expansion))
         out["mR_qbx"] = float(np.mean([out[f"{d}_r{k}{'_qbx' if d == 't2i' else ''}"]
