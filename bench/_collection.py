@@ -111,7 +111,7 @@ def grid_bbox(n: int, fraction: float) -> list[float]:
 def _records(start: int, stop: int, side: int) -> list[Any]:
     from shapely.geometry import box
 
-    from server.tiling import TileRecord
+    from server.store.records import TileRecord
 
     out = []
     for i in range(start, stop):
@@ -139,8 +139,8 @@ def write_collection(root: Path, name: str, identity: str, model_name: str, inde
     indexes is a sharded collection: shard j holds the j-th equal id range and is saved as the store does
     (index.bin, index-001.bin, ...), with the manifest's shard size to match.
     """
-    from server.index_shard import next_shard_path
-    from server.store import Store
+    from server.store.index_shard import next_shard_path
+    from server.store.store import Store
 
     shards = index if isinstance(index, list) else [index]
     size = {"shard_tiles": max(s.element_count for s in shards)} if len(shards) > 1 else {}

@@ -53,7 +53,7 @@ def preread(paths: list[str], params: Any, side: int, batch_size: int) -> Batche
     """Read every tile with the server's tiling functions, timing pixels and tile records apart."""
     import rasterio
 
-    from server.tiling import inspect_raster, plan_windows, read_tile, tile_record
+    from server.indexing.tiling import inspect_raster, plan_windows, read_tile, tile_record
 
     pixels: list[np.ndarray] = []
     records: list[Any] = []
@@ -91,8 +91,8 @@ def encoder_only(model: Any, batches: Batches, batch_size: int, views: int = 1) 
 def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root: Path,
                workers: int | None = None) -> tuple[float, int]:
     """Seconds and tiles of a fresh index_rasters run into a new collection (planning and saves included)."""
-    from server.pipeline import index_rasters
-    from server.store import Store
+    from server.indexing.pipeline import index_rasters
+    from server.store.store import Store
 
     store = Store(root / f"store-{time.monotonic_ns()}")
     col = store.create("bench", model, params)
@@ -106,7 +106,7 @@ def end_to_end(model: Any, paths: list[str], params: Any, batch_size: int, root:
 
 def store_only(model: Any, batches: Batches, params: Any, root: Path) -> float:
     """Seconds to write the pre-read records with ready vectors through the store (rows, index, saves)."""
-    from server.store import Store
+    from server.store.store import Store
 
     rng = np.random.default_rng(0)
     vecs = [rng.standard_normal((len(r), model.dim)).astype(np.float32) for r in batches.records]
@@ -121,7 +121,7 @@ def store_only(model: Any, batches: Batches, params: Any, root: Path) -> float:
 
 def inspect_only(paths: list[str], params: Any) -> float:
     """Seconds to inspect every raster (open, tile size, stretch sampling): the per-raster fixed cost."""
-    from server.tiling import inspect_raster
+    from server.indexing.tiling import inspect_raster
 
     t0 = time.perf_counter()
     for path in paths:
@@ -136,8 +136,8 @@ def _workers(value: str) -> int | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Interleave encoder-only and end-to-end rounds; return medians, breakdown and ratio."""
     from harma_core.onnx_runtime import load_model, runtime_of
-    from server.tile_reader import default_workers
-    from server.tiling import TilingParams
+    from server.indexing.tile_reader import default_workers
+    from server.store.records import TilingParams
 
     model = load_model(args.model, device=args.device, runtime=args.runtime)
     params = TilingParams(tile_size=args.tile_size, overlap=args.overlap, views=args.views)

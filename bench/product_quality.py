@@ -33,7 +33,7 @@ from _common import REPO, RSICD_DIR, UCM_DIR, emit, machine, quiet_logs, run_jso
 from search import Server
 
 from harma_core.views import DEFAULT_VIEWS, VIEWS
-from server.hubness import ENV
+from server.search.hubness import ENV
 
 K = 10
 CONFIGS = {"cosine": {"ranking": "cosine", "dedupe": False}, "cosine+dedupe": {"ranking": "cosine", "dedupe": True},
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), help="rankings to run")
     args = ap.parse_args(argv)
     if args.querybank != "auto":
-        os.environ[ENV] = args.querybank  # read by the server child (server.hubness.bank_for)
+        os.environ[ENV] = args.querybank  # read by the server child (server.search.hubness.bank_for)
     info = machine()
     t0 = time.perf_counter()
     runs = []

@@ -45,11 +45,11 @@ from _http_load import Server, ab_latency, concurrent, query_texts, stats, timed
 K = 10
 GOALS = {"p50_ms_at_1m": 20.0, "recall_at_10": 0.98}
 def in_process(store: Path, identity: str, bodies: list[dict[str, Any]]) -> dict[str, float]:
-    """The same by-example searches through server.search.search in this process: the cost without HTTP."""
+    """The same by-example searches through server.search.search.search in this process: the cost without HTTP."""
     from types import SimpleNamespace
 
-    from server.search import SearchRequest, search
-    from server.store import Store
+    from server.search.search import SearchRequest, search
+    from server.store.store import Store
 
     st, model = Store(store), SimpleNamespace(identity=identity)
     reqs = [SearchRequest.from_json(b) for b in bodies]
@@ -65,7 +65,7 @@ def in_process(store: Path, identity: str, bodies: list[dict[str, Any]]) -> dict
 def sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index: Any, args: argparse.Namespace
           ) -> list[dict[str, Any]]:
     """Recall@10 and in-process ms/query over ef (shipped M) and over M (rebuilt, at sizes allowed)."""
-    from server.store import INDEX_EF_CONSTRUCTION, INDEX_M
+    from server.store.store import INDEX_EF_CONSTRUCTION, INDEX_M
 
     rows = []
     for ef in args.efs:
@@ -82,7 +82,7 @@ def sweep(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index: An
 
 def run_size(n: int, args: argparse.Namespace, tmp: Path, texts: list[str]) -> dict[str, Any]:
     """Everything measured at one collection size."""
-    from server.store import INDEX_EF_CONSTRUCTION, INDEX_M, SEARCH_EF
+    from server.store.store import INDEX_EF_CONSTRUCTION, INDEX_M, SEARCH_EF
 
     store = tmp / f"store-{n}"
     server = Server(store, args.model, tmp / f"server-{n}.log", runtime=args.runtime)  # loads while we build

@@ -28,7 +28,7 @@ K = 10
 
 def build(vectors: np.ndarray, shards: int, threads: int) -> tuple[list[Any], float]:
     """`shards` indexes over equal consecutive id ranges of `vectors` (labels from 1), and the build seconds."""
-    from server.store import INDEX_EF_CONSTRUCTION, INDEX_M
+    from server.store.store import INDEX_EF_CONSTRUCTION, INDEX_M
 
     size = -(-len(vectors) // shards)
     out, secs = [], 0.0
@@ -41,7 +41,7 @@ def build(vectors: np.ndarray, shards: int, threads: int) -> tuple[list[Any], fl
 
 def recall(store: Path, name: str, queries: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(recall@10, ms per query) of the collection's own top-k (every shard queried, merged) in this process."""
-    from server.store import Store
+    from server.store.store import Store
 
     col = Store(store).get(name)
     t0 = time.perf_counter()

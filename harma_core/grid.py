@@ -1,4 +1,4 @@
-"""Tile windows on a raster's own pixel grid, and their pixels: the one planning both indexing (server.tiling)
+"""Tile windows on a raster's own pixel grid, and their pixels: the one planning both indexing (server.indexing.tiling)
 and training from labelled polygons (harma_core.readers.polygons) cut tiles with.
 
 Bounds are always (left, bottom, right, top) in the CRS they are stated with; windows are integer

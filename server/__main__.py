@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     """Start the server and serve until interrupted."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.token and args.token != args.token.strip():  # "   " included: a blank token guards nothing
+        print("error: the token is blank or has spaces around it; give a token of visible characters, e.g. "
+              "--token \"$(python -c 'import secrets; print(secrets.token_urlsafe())')\"", file=sys.stderr)
+        return 2
     if not is_loopback(args.host) and not args.token:
         print(f"error: binding {args.host} exposes the server to the network; give --token T "
               "(or HARMA_TOKEN) so only clients with the token get in", file=sys.stderr)
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from harma_core import HarmaError
     from harma_core.onnx_runtime import load_model
     from server.app import create_app
-    from server.storelock import StoreLock
+    from server.store.storelock import StoreLock
 
     try:
         store_lock = StoreLock.take(args.store)  # before the model loads: a second server is refused at once

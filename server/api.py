@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
 from server.errors import InvalidRequest, Unauthorized
-from server.previews import tile_geotiff, tile_png
-from server.search_request import tile_id_of
+from server.previews import MAX_PREVIEW_SIDE, tile_geotiff, tile_png
+from server.search.search_request import tile_id_of
 from server.services import Services
 from server.training_job import start_training, switch_model
 
@@ -34,7 +35,21 @@ def _body() -> Any:
                              "{\"text\": \"a river\", \"k\": 10}") from None
     if body is None:
         raise InvalidRequest("the request body must be JSON with Content-Type: application/json")
+    _refuse_nonfinite(body, "body")
     return body
+
+
+def _refuse_nonfinite(value: Any, where: str) -> None:
+    """Refuse NaN and Infinity anywhere in a JSON body (Python's decoder accepts them), naming the field."""
+    stack = [(value, where)]
+    while stack:
+        v, at = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidRequest(f"{at} holds {v!r}; NaN and Infinity are not allowed, send finite numbers")
+        if isinstance(v, dict):
+            stack.extend((item, str(k) if at == "body" else f"{at}.{k}") for k, item in v.items())
+        elif isinstance(v, list):
+            stack.extend((item, f"{at}[{i}]") for i, item in enumerate(v))
 
 
 @bp.before_request
@@ -127,15 +142,18 @@ def search() -> Response:
 @bp.get("/tiles/<name>/<int:tile_id>.png")
 def tile_preview(name: str, tile_id: int) -> Response:
     size = request.args.get("size", "512")
-    if not size.isdigit():
-        raise InvalidRequest(f"size={size!r} must be a whole number of pixels")
-    data = tile_png(services().store.get(name), tile_id_of(tile_id, "tile id"), int(size))
+    if not (size.isascii() and size.isdigit()) or len(size) > 6:  # int() of thousands of digits is a ValueError
+        raise InvalidRequest(f"size={size[:20]!r}{'...' if len(size) > 20 else ''} must be a whole number of "
+                             f"pixels, e.g. size=512 (at most {MAX_PREVIEW_SIDE})")
+    s = services()
+    data = tile_png(s.store.get(name), tile_id_of(tile_id, "tile id"), int(size), roots=s.allowed_roots)
     return Response(data, mimetype="image/png")
 
 
 @bp.get("/tiles/<name>/<int:tile_id>.tif")
 def tile_crop(name: str, tile_id: int) -> Response:
-    data = tile_geotiff(services().store.get(name), tile_id_of(tile_id, "tile id"))
+    s = services()
+    data = tile_geotiff(s.store.get(name), tile_id_of(tile_id, "tile id"), roots=s.allowed_roots)
     resp = Response(data, mimetype="image/tiff; application=geotiff")
     resp.headers["Content-Disposition"] = f'attachment; filename="{name}_{tile_id}.tif"'
     return resp

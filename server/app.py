@@ -13,12 +13,13 @@ from werkzeug.exceptions import HTTPException
 
 from harma_core import HarmaError, create_model
 from server.api import _json, bp
+from server.change_api import change as _change_route  # noqa: F401  (adds POST /change to bp)
 from server.errors import ServerError
 from server.jobs import JobManager
-from server.search import TextEmbedder
+from server.search.search import TextEmbedder
 from server.services import Services
-from server.store import Store
-from server.storelock import StoreLock
+from server.store.store import Store
+from server.store.storelock import StoreLock
 
 log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
@@ -69,6 +70,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     cfg = app.config
     _limit_gdal_cache(cfg["GDAL_CACHE_MB"])
+    token = cfg["TOKEN"]
+    if token and (not isinstance(token, str) or token != token.strip()):
+        raise ServerError("the token is blank or has spaces around it; give a token of visible characters")
     store = Store(cfg["STORE"], checkpoint_every=int(cfg["CHECKPOINT_EVERY"]))
     lock = cfg["STORE_LOCK"]
     if lock is None and cfg["LOCK_STORE"] and store.writable:  # read-only: nobody writes, no lock needed

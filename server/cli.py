@@ -9,30 +9,12 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from server.errors import Conflict, InvalidRequest, NotFound
-from server.paths import find_rasters
-from server.pipeline import IndexReport, Progress, index_rasters
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Collection, Store
-from server.tiling import TilingParams
-
-
-def open_or_create(store: Store, name: str, model: Any, params: dict[str, Any],
-                   index_shard_tiles: int | None = None) -> Collection:
-    """The named collection, created with `params` (and index shards of `index_shard_tiles` tiles) when new;
-    given params must match an existing one."""
-    if name not in store.names():
-        return store.create(name, model, TilingParams.from_dict(params),
-                            **({} if index_shard_tiles is None else {"shard_tiles": index_shard_tiles}))
-    col = store.get(name)
-    if index_shard_tiles is not None and index_shard_tiles != col.shard_tiles:
-        raise Conflict(f"collection {name!r} exists with index shards of {col.shard_tiles} tiles; drop "
-                       "--index-shard-tiles or index into a new collection")
-    wanted = TilingParams.from_dict({**col.params.to_dict(), **params})
-    if wanted != col.params:
-        raise Conflict(f"collection {name!r} exists with tiling {col.params.to_dict()}; drop the tiling options "
-                       "or index into a new collection")
-    return col
+from server.errors import InvalidRequest, NotFound
+from server.indexing.pipeline import IndexReport, Progress, index_rasters
+from server.indexing.target import open_or_create
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.paths import find_rasters
+from server.store.store import Collection, Store
 
 
 def format_report(report: IndexReport, col: Collection) -> str:

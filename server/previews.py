@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,13 +17,15 @@ from rasterio.windows import Window
 
 from harma_core.grid import read_window
 from server.errors import NotFound, RasterError
-from server.store import Collection
+from server.store.paths import check_raster_files
+from server.store.store import Collection
 
 MAX_PREVIEW_SIDE = 1024
 
 
-def _locate(col: Collection, tile_id: int) -> tuple[dict[str, Any], dict[str, Any], Window]:
-    """The tile row, its raster's stored info and its window; NotFound when any is gone."""
+def _locate(col: Collection, tile_id: int, roots: Sequence[Path]) -> tuple[dict[str, Any], dict[str, Any], Window]:
+    """The tile row, its raster's stored info and its window; NotFound when any is gone, PathNotAllowed when the
+    file now makes GDAL read outside the allowed roots and its own folder (e.g. replaced by a VRT)."""
     row = col.table.rows([tile_id]).get(tile_id)
     if row is None:
         raise NotFound(f"tile {tile_id} is not in collection {col.name!r}")
@@ -31,13 +35,14 @@ def _locate(col: Collection, tile_id: int) -> tuple[dict[str, Any], dict[str, An
     if not os.path.exists(row["raster"]):
         raise NotFound(f"raster {row['raster']} of tile {tile_id} no longer exists at that path; "
                        "move it back or re-index it")
+    check_raster_files(row["raster"], [*roots, Path(row["raster"]).resolve().parent])
     return row, raster.info, Window(row["col_off"], row["row_off"], row["width"], row["height"])
 
 
-def tile_png(col: Collection, tile_id: int, max_side: int = 512) -> bytes:
+def tile_png(col: Collection, tile_id: int, max_side: int = 512, roots: Sequence[Path] = ()) -> bytes:
     """PNG of a tile with the bands and stretch used for indexing, at most max_side pixels on a side."""
     max_side = max(16, min(int(max_side), MAX_PREVIEW_SIDE))
-    row, info, window = _locate(col, tile_id)
+    row, info, window = _locate(col, tile_id, roots)
     stretch = tuple(tuple(s) for s in info["stretch"]) if info.get("stretch") else None
     try:
         with rasterio.open(row["raster"]) as ds:  # the encoder's read: same bands, stretch, palette, resampling
@@ -52,9 +57,9 @@ def tile_png(col: Collection, tile_id: int, max_side: int = 512) -> bytes:
     return buf.getvalue()
 
 
-def tile_geotiff(col: Collection, tile_id: int) -> bytes:
+def tile_geotiff(col: Collection, tile_id: int, roots: Sequence[Path] = ()) -> bytes:
     """A GeoTIFF crop of every band of the tile's window, in the raster's CRS, dtype and nodata."""
-    row, _, window = _locate(col, tile_id)
+    row, _, window = _locate(col, tile_id, roots)
     try:
         with rasterio.open(row["raster"]) as ds:
             data = ds.read(window=window)

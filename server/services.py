@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
-from server.errors import Conflict, InvalidRequest, NotFound, PathNotAllowed
+from server.errors import Conflict, InvalidRequest, NotFound, PathNotAllowed, ServerError
+from server.indexing.pipeline import Progress, index_rasters
 from server.jobs import Job, JobManager
-from server.paths import find_rasters, resolve_allowed
-from server.pipeline import Progress, index_rasters
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Collection, Store
-from server.storelock import StoreLock
-from server.tiling import TilingParams
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.paths import check_raster_files, find_rasters, resolve_allowed
+from server.store.records import TilingParams
+from server.store.store import Collection, Store
+from server.store.storelock import StoreLock
 
 _COLLECTION_KEYS = {"name", "model"}
 MAX_PATHS = 10_000
@@ -95,8 +95,9 @@ class Services:
             raise InvalidRequest(f"{len(body['paths'])} paths in one request; send at most {MAX_PATHS}")
         resolved = [resolve_allowed(p, self.allowed_roots) for p in body["paths"]]
         files = find_rasters(resolved)
-        for f in files:  # a folder may hold symlinks that lead outside the roots
+        for f in files:  # a folder may hold symlinks, or VRTs, that lead outside the roots
             resolve_allowed(f, self.allowed_roots)
+            check_raster_files(f, self.allowed_roots)
         if not files:
             raise NotFound(f"no .tif/.tiff files found under {body['paths']}")
         return files
@@ -131,5 +132,15 @@ class Services:
         return {"collection": name, "removed_tiles": removed}
 
     def search(self, body: Any) -> dict[str, Any]:
-        """Run a search from a JSON body."""
-        return search(self.store, self.model, self.embed_text, SearchRequest.from_json(body))
+        """Run a search from a JSON body; a collection deleted while it runs is a 404 naming it, not a 500."""
+        req = SearchRequest.from_json(body)
+        before = set(self.store.names())
+        try:
+            return search(self.store, self.model, self.embed_text, req)
+        except ServerError:
+            raise
+        except Exception as e:  # sqlite's file or an index shard vanished under the search
+            gone = sorted(before - set(self.store.names()))
+            if not gone:
+                raise
+            raise NotFound(f"collection(s) {gone} were deleted while this search ran; search again") from e

@@ -15,15 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyogrio
+
 from harma_core import HarmaError
 from harma_core.onnx_runtime import load_model
 from harma_core.train import TrainConfig, TrainingCancelled, train
+from harma_core.zoo import SHIPPED_DIR
 from server.errors import Conflict, InvalidRequest
+from server.indexing.pipeline import Progress
 from server.jobs import Job
-from server.paths import resolve_allowed
-from server.pipeline import Progress
-from server.search import TextEmbedder
+from server.search.search import TextEmbedder
 from server.services import Services
+from server.store.paths import check_raster_files, check_vector_file, resolve_allowed, resolve_allowed_or
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # keys of a POST /train body: TrainConfig settings a client may choose (paths checked against allowed roots)
@@ -59,13 +62,50 @@ def training_config(services: Services, body: Any) -> TrainConfig:
             value = [value]
         if (many and not (isinstance(value, list) and value)) or (not many and not isinstance(value, str)):
             raise InvalidRequest(f"{key} must be {'a list of absolute paths' if many else 'an absolute path'}")
-        paths = [str(resolve_allowed(v, services.allowed_roots)) for v in (value if many else [value])]
-        settings[key] = paths if many else paths[0]
+        paths = [resolve_allowed(v, services.allowed_roots, what=key) for v in (value if many else [value])]
+        for path in paths:
+            if key == "raster":
+                check_raster_files(path, services.allowed_roots)
+            elif key == "labels":
+                check_labels(path, body.get("layer"))
+        settings[key] = [str(p) for p in paths] if many else str(paths[0])
+    if "init" in settings:
+        settings["init"] = _init_adapter(services, settings["init"])
     try:
         return TrainConfig.from_dict({**settings, "model": services.model.name, "out": str(runs_root(services) / run),
                                       "device": str(services.model.device), "num_workers": 0})
     except HarmaError as e:  # ConfigError: a bad setting, named
         raise InvalidRequest(str(e)) from e
+
+
+def _init_adapter(services: Services, value: Any) -> str:
+    """`init` of POST /train: a model name with a shipped adapter, a run of this store by name, or a folder under
+    the allowed roots (or the store's runs); never a folder elsewhere on the server."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"init {value!r} must be a model name (harma-lite), a run name or a run folder")
+    if "/" not in value and "\\" not in value and not value.startswith((".", "~")):
+        if (runs_root(services) / value).is_dir() and RUN_NAME.match(value):
+            return str(runs_root(services) / value)
+        if (SHIPPED_DIR / value / "adapter.safetensors").is_file():
+            return value
+        raise InvalidRequest(f"init {value!r} is neither a model with a shipped adapter (e.g. harma-lite) nor a "
+                             f"run of this server ({runs_root(services)}); give one of those or a run folder "
+                             "under an allowed root")
+    return str(resolve_allowed(value, [runs_root(services), *services.allowed_roots], what="init"))
+
+
+def check_labels(path: Path, layer: Any) -> None:
+    """Refuse a labels file whose layer holds no polygons (points, lines), naming what it holds, before a job."""
+    check_vector_file(path)
+    try:
+        info = pyogrio.read_info(path, layer=layer if isinstance(layer, (str, int)) else None)
+    except Exception:  # unreadable: training reports it with its own message
+        return
+    kind = str(info.get("geometry_type") or "")
+    if kind and "polygon" not in kind.lower() and kind.lower() not in ("unknown", "geometry", "geometrycollection"):
+        raise InvalidRequest(f"labels {path} hold {kind} geometries; training needs polygons (areas) with a label "
+                             "field; buffer points or lines into polygons first (e.g. QGIS: Vector > Geoprocessing "
+                             "> Buffer)")
 
 
 def start_training(services: Services, body: Any) -> Job:
@@ -106,19 +146,40 @@ def start_training(services: Services, body: Any) -> Job:
     return services.jobs.submit("train", cfg.out, run)  # the job's "collection" is the run folder
 
 
+def _path_like(s: str) -> bool:
+    return "/" in s or "\\" in s or s.startswith((".", "~"))
+
+
+def model_ref(services: Services, name: str) -> str:
+    """What POST /model may load: a model name, a run of this store by name, a run folder or checkpoint file under
+    the allowed roots (also as ARCH:/path). Outside the roots and missing read the same (no existence oracle)."""
+    roots = [runs_root(services), *services.allowed_roots]
+    refusal = (f"model {name!r} is not a model name, nor a run or checkpoint under the allowed roots or "
+               f"{runs_root(services)}; give a model name (harma-lite) or a training run folder there")
+    arch, sep, tag = name.partition(":")
+    if sep and (_path_like(tag) or Path(tag).exists()) and not _path_like(arch):  # ARCH:/path/to/checkpoint.pt
+        return f"{arch}:{resolve_allowed_or(tag, roots, refusal)}"
+    if _path_like(name):
+        return str(resolve_allowed_or(name, roots, refusal))
+    if RUN_NAME.match(name) and (runs_root(services) / name).is_dir():
+        return str(runs_root(services) / name)
+    if Path(name).exists():  # a bare name the model loader would open relative to the server's folder
+        raise InvalidRequest(refusal)
+    return name
+
+
 def switch_model(services: Services, body: Any) -> dict[str, Any]:
     """Serve another model (a trained run folder or a model name), on request only and with no job active."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"].strip():
         raise InvalidRequest('give {"model": "/path/to/run"} (a training run folder) or a model name')
-    name = body["model"].strip()
-    if Path(name).is_absolute() or name.startswith("."):
-        name = str(resolve_allowed(name, [runs_root(services), *services.allowed_roots]))
+    name = model_ref(services, body["model"].strip())
     if any(j.state in ("queued", "running") for j in services.jobs.list()):
         raise Conflict("jobs are queued or running; switch the model when they are done (GET /api/v1/jobs)")
     try:
         model = load_model(name, device=services.model.device, runtime=getattr(services.model, "runtime", "torch"))
-    except HarmaError as e:
-        raise InvalidRequest(f"cannot load model {name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a damaged run folder fails in json, safetensors, torch...: all a 400
+        raise InvalidRequest(f"cannot load model {body['model'].strip()!r} ({type(e).__name__}: {e}); give a "
+                             "training run folder (tools/train.py --out) or a model name") from e
     previous = services.model.identity
     services.model, services.embed_text = model, TextEmbedder(model)
     return {"model": model.identity, "previous": previous,

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Store
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ("a beach with blue sea", "green forest", "buildings and roads")

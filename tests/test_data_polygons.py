@@ -14,7 +14,8 @@ from shapely.geometry import box
 
 from harma_core.errors import DataError
 from harma_core.readers import PolygonSource, read_polygon_tiles
-from server.tiling import TilingParams, inspect_raster, read_tile
+from server.indexing.tiling import inspect_raster, read_tile
+from server.store.records import TilingParams
 from tools.mosaic import build_mosaic
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

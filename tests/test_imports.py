@@ -1,4 +1,5 @@
-"""The house's import rules, read from the source (no import runs): no cycles, harma_core <- server <- tools."""
+"""The house's import rules, read from the source (no import runs): no cycles, harma_core <- server <- tools, and
+inside server the rooms point down: API -> search / indexing -> store -> harma_core."""
 
 from __future__ import annotations
 
@@ -63,3 +64,48 @@ def test_no_import_cycles_and_layers_point_one_way() -> None:
     assert _cycles(graph) == []
     assert [(m, n) for m, deps in graph.items() for n in deps
             if m.startswith("harma_core") and n.startswith("server")] == []
+
+
+ROOMS = ("server.store", "server.indexing", "server.search")
+
+
+def _room(module: str) -> str:
+    """The room a module lives in: harma_core, server.errors (shared), one of ROOMS, or server (the API)."""
+    if module.startswith("harma_core") or module == "server.errors":
+        return module.split(".")[0] if module.startswith("harma_core") else module
+    return next((r for r in ROOMS if module == r or module.startswith(r + ".")), "server")
+
+
+# room -> rooms it may import besides itself
+ALLOWED = {
+    "harma_core": set(),
+    "server.errors": {"harma_core"},
+    "server.store": {"harma_core", "server.errors"},
+    "server.indexing": {"harma_core", "server.errors", "server.store"},
+    "server.search": {"harma_core", "server.errors", "server.store"},
+    "server": {"harma_core", "server.errors", *ROOMS},
+}
+
+
+def _against_the_flow(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, n) for m, deps in graph.items() for n in deps
+                  if _room(n) != _room(m) and _room(n) not in ALLOWED[_room(m)])
+
+
+def test_server_rooms_import_downwards_only() -> None:
+    assert _against_the_flow(_graph()) == []
+
+
+def test_an_import_against_the_flow_is_caught() -> None:
+    """The rule itself: a store module reaching up into tiling, or search into indexing, is reported."""
+    graph = {"server.store.collection": {"server.indexing.tiling", "server.errors"},
+             "server.search.search": {"server.indexing.pipeline", "server.store.store"},
+             "server.indexing.pipeline": {"server.store.store"}, "server.api": {"server.search.search"}}
+    assert _against_the_flow(graph) == [("server.search.search", "server.indexing.pipeline"),
+                                        ("server.store.collection", "server.indexing.tiling")]
+
+
+def test_every_room_says_what_it_holds() -> None:
+    for room in ROOMS:
+        doc = ast.get_docstring(ast.parse((ROOT / room.replace(".", "/") / "__init__.py").read_text()))
+        assert doc and "Imports" in doc, room

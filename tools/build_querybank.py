@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import logging
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from harma_core.data import flatten_captions, load_dataset
 from harma_core.embed import embed_items
@@ -25,6 +25,7 @@ from harma_core.querybank import QueryBank, bank_texts, caption_image_means
 from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 
+@_bootstrap.tool()
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="harma-lite", help="model name or training run folder")

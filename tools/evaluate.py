@@ -19,6 +19,7 @@ from harma_core.querybank import QueryBank
 from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 
+@_bootstrap.tool()
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="harma-lite", help="model name, checkpoint or training run folder")
@@ -70,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_bootstrap.run_tool(main))
+    raise SystemExit(main())

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python tools/index.py` from a checkout
+import _bootstrap
 
 
+@_bootstrap.tool(interrupted="interrupted; run the same command again to resume")
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the indexer."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -48,36 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         return _import_shards(argv[1:])
     args = ap.parse_args(argv)
 
-    from harma_core import HarmaError
     from harma_core.onnx_runtime import load_model
     from server.cli import check_index_target, run_index
 
     params = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_size_m": args.tile_size_m,
               "overlap_m": args.overlap_m, "bands": args.bands, "pixel_coords": args.pixel_coords,
               "views": args.views}
-    try:
-        check_index_target(args.store, args.collection)  # before the model loads
-        ray = args.engine == "ray"  # Ray actors load their own models from --model and --runtime
-        model = load_model(args.model, device="cpu" if ray else args.device, runtime="torch" if ray else args.runtime)
-        if args.engine == "ray" or args.shards or args.shards_dir:
-            from server.shard_run import run_sharded
-            run_sharded(args.store, args.collection, args.paths, model,
-                        {k: v for k, v in params.items() if v is not None}, engine=args.engine,
-                        shards_dir=args.shards_dir, ray_address=args.ray_address, model_spec=args.model,
-                        device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
-                        actors=args.actors, runtime=args.runtime, quiet=args.quiet,
-                        index_shard_tiles=args.index_shard_tiles)
-            return 0
-        report = run_index(args.store, args.collection, args.paths, model,
-                           {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,
-                           checkpoint_every=args.checkpoint_every, quiet=args.quiet,
-                           index_shard_tiles=args.index_shard_tiles)
-    except HarmaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    check_index_target(args.store, args.collection)  # before the model loads
+    if args.engine == "ray" and args.ray_address and args.ray_address != "auto":
+        from server.indexing.ray_engine import check_reachable
+        check_reachable(args.ray_address)  # seconds, not the minutes ray.init retries for
+    ray = args.engine == "ray"  # Ray actors load their own models from --model and --runtime
+    model = load_model(args.model, device="cpu" if ray else args.device, runtime="torch" if ray else args.runtime)
+    if args.engine == "ray" or args.shards or args.shards_dir:
+        from server.indexing.shard_run import run_sharded
+        run_sharded(args.store, args.collection, args.paths, model,
+                    {k: v for k, v in params.items() if v is not None}, engine=args.engine,
+                    shards_dir=args.shards_dir, ray_address=args.ray_address, model_spec=args.model,
+                    device=args.device, batch_size=args.batch_size, shard_tiles=args.shard_tiles,
+                    actors=args.actors, runtime=args.runtime, quiet=args.quiet,
+                    index_shard_tiles=args.index_shard_tiles)
+        return 0
+    report = run_index(args.store, args.collection, args.paths, model,
+                       {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,
+                       checkpoint_every=args.checkpoint_every, quiet=args.quiet,
+                       index_shard_tiles=args.index_shard_tiles)
     return 1 if report.skipped and not (report.rasters or report.unchanged) else 0
 
 
@@ -90,16 +85,11 @@ def _import_shards(argv: list[str]) -> int:
     ap.add_argument("--index-shard-tiles", type=int, help="new collections: tiles per hnswlib index shard")
     args = ap.parse_args(argv)
 
-    from harma_core import HarmaError
-    from server.shard_import import find_shards, import_shards
-    from server.store import Store
+    from server.indexing.shard_import import find_shards, import_shards
+    from server.store.store import Store
 
-    try:
-        r = import_shards(Store(args.store), args.collection, find_shards(args.shards),
-                          index_shard_tiles=args.index_shard_tiles)
-    except HarmaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    r = import_shards(Store(args.store), args.collection, find_shards(args.shards),
+                      index_shard_tiles=args.index_shard_tiles)
     print(f"imported into {args.collection}: {r.rasters} rasters, {r.tiles} tiles, {r.nodata_tiles} nodata "
           f"skipped, {r.unchanged} rasters already imported" + (f", incomplete: {r.incomplete}" if r.incomplete else ""))
     return 1 if r.incomplete else 0

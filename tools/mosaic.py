@@ -14,12 +14,16 @@ import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import _bootstrap
+except ImportError:  # imported as tools.mosaic
+    from tools import _bootstrap
 
 DEFAULT_CRS = "EPSG:32615"         # UTM zone 15N: a real projected CRS in metres
 DEFAULT_ORIGIN = (500_000.0, 4_000_000.0)  # top-left corner of the mosaic in DEFAULT_CRS
@@ -167,6 +171,7 @@ def build_mosaic(dataset: str | Path, split: str, out: str | Path, limit: int | 
     return write_mosaic(scenes, out, split=split, **grid)
 
 
+@_bootstrap.tool(errors=(MosaicError, OSError))
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the mosaic, print its two paths."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,12 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crs", default=DEFAULT_CRS, help=f"CRS of the mosaic (default {DEFAULT_CRS})")
     ap.add_argument("--pixel-size", type=float, default=DEFAULT_PIXEL, help="metres per pixel (default 0.3)")
     a = ap.parse_args(argv)
-    try:
-        m = build_mosaic(a.dataset, a.split, a.out, limit=a.limit, classes=a.classes, per_class=a.per_class,
-                         cell=a.cell, cols=a.cols, crs=a.crs, pixel_size=a.pixel_size)
-    except (MosaicError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    m = build_mosaic(a.dataset, a.split, a.out, limit=a.limit, classes=a.classes, per_class=a.per_class,
+                     cell=a.cell, cols=a.cols, crs=a.crs, pixel_size=a.pixel_size)
     print(f"{m.n_cells} scenes of {len(m.classes)} classes in a {m.rows}x{m.cols} grid ({m.crs})")
     print(m.tif)
     print(m.gpkg)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python tools/search.py` from a checkout
+import _bootstrap
 
 
+@_bootstrap.tool()
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the search."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -27,19 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = ap.parse_args(argv)
 
-    from harma_core import HarmaError, create_model
+    from harma_core import create_model
     from server.cli import check_collections, run_search
 
     names = [c for c in args.collection.split(",") if c]
-    try:
-        check_collections(args.store, names)
-        model = create_model(args.model, device=args.device)
-        run_search(args.store, names, args.text, model, k=args.k,
-                   min_score=args.min_score, bbox=args.bbox, bbox_crs=args.bbox_crs, as_json=args.json,
-                   out_path=args.out)
-    except HarmaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_collections(args.store, names)
+    model = create_model(args.model, device=args.device)
+    run_search(args.store, names, args.text, model, k=args.k,
+               min_score=args.min_score, bbox=args.bbox, bbox_crs=args.bbox_crs, as_json=args.json,
+               out_path=args.out)
     return 0
 
 

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import argparse
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
-from harma_core.errors import HarmaError
 from harma_core.soup import soup
 from harma_core.zoo import resolve_adapter
 
 
+@_bootstrap.tool()
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("adapters", nargs="+", help="adapter or run folders, or a model name with a shipped adapter")
     ap.add_argument("--out", required=True, help="folder to write the averaged adapter into")
     ap.add_argument("--weights", type=float, nargs="+", help="one weight per adapter, summing to 1 (default equal)")
     a = ap.parse_args(argv)
-    try:
-        out = soup([resolve_adapter(p) for p in a.adapters], a.out, a.weights)
-    except HarmaError as e:
-        raise SystemExit(f"soup: {e}") from e
+    out = soup([resolve_adapter(p) for p in a.adapters], a.out, a.weights)
     print(f"wrote {out}")
     return 0
 

@@ -15,9 +15,8 @@ import json
 import logging
 import sys
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
-from harma_core.errors import HarmaError
 from harma_core.train import TrainConfig, TrainingCancelled, train
 from harma_core.train_config import field_kind
 
@@ -34,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@_bootstrap.tool(interrupted="interrupted; run the same command again to resume from the last finished epoch")
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, train, print the summary as one JSON line."""
     a = build_parser().parse_args(argv)
@@ -42,12 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(TrainConfig(**vars(a)))
     except TrainingCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
-        return 130
-    except HarmaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume from the last finished epoch", file=sys.stderr)
         return 130
     keys = ("mode", "trainable", "total", "best_epoch", "best_val", "init_val")
     print(json.dumps({k: metrics[k] for k in keys}))

@@ -16,7 +16,7 @@ import pytest
 from shards_testutil import ROOT, assert_same_collection, index_cli
 
 from server.cli import run_index
-from server.store import Store
+from server.store.store import Store
 
 RASTERS = ("aerial_colorado_0p15m_rgb.tif", "landsat7_bahamas_rgb.tif", "landsat8_grenada_rgb.tif")  # path order
 

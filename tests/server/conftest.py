@@ -35,9 +35,9 @@ def indexed(model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store folder with collection 'base': two small real rasters at 128 px tiles (22 tiles), read-only."""
     from server_testutil import SMALL, TINY
 
-    from server.pipeline import index_rasters
-    from server.store import Store
-    from server.tiling import TilingParams
+    from server.indexing.pipeline import index_rasters
+    from server.store.records import TilingParams
+    from server.store.store import Store
 
     root = tmp_path_factory.mktemp("indexed")
     col = Store(root).create("base", model, TilingParams(tile_size=128))

@@ -12,9 +12,9 @@ from server_testutil import GEOTIFF_DIR
 from harma_core.data import flatten_captions, load_dataset, normalize_caption
 from harma_core.embed import embed_texts
 from harma_core.querybank import QueryBank
-from server.pipeline import index_rasters
-from server.store import Store
-from server.tiling import TilingParams
+from server.indexing.pipeline import index_rasters
+from server.store.records import TilingParams
+from server.store.store import Store
 
 BAHAMAS = GEOTIFF_DIR / "landsat7_bahamas_rgb.tif"  # 791 x 718: the last column of 256 px tiles overlaps 91 %
 NAIP = GEOTIFF_DIR / "naip_north_dakota_2020_rgbn.tif"  # farmland, 12 tiles

@@ -12,11 +12,11 @@ import rasterio
 from server_testutil import SMALL, write_raster
 
 from harma_core.views import DEFAULT_VIEWS
-from server.cli import open_or_create
 from server.errors import Conflict, InvalidRequest
-from server.pipeline import index_rasters
-from server.store import Store
-from server.tiling import TilingParams
+from server.indexing.pipeline import index_rasters
+from server.indexing.target import open_or_create
+from server.store.records import TilingParams
+from server.store.store import Store
 
 
 def _square_and_turned(tmp_path: Path) -> tuple[Path, Path]:

@@ -15,7 +15,7 @@ from faults_testutil import call, fill, live_app, read_only_view, requires_mount
 from server_testutil import GEOTIFF_DIR, PAN, REPO, SMALL, tile_set
 
 from harma_core import HarmaError
-from server.store import Store
+from server.store.store import Store
 
 pytestmark = requires_mounts
 NAIP = GEOTIFF_DIR / "naip_north_dakota_2020_rgbn.tif"

@@ -30,7 +30,7 @@ def test_a_killed_lock_holder_leaves_no_stale_lock(fresh, model):
     from server.app import create_app
     from server.errors import StoreInUse
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from server.storelock import StoreLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from server.store.storelock import StoreLock; "
                                "lock = StoreLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(600)",
                                str(fresh)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

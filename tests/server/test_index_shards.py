@@ -9,9 +9,9 @@ import pytest
 from faults_testutil import live_app
 from server_testutil import SMALL, TINY, call, tile_set
 
-from server.pipeline import index_rasters
-from server.store import Store
-from server.tiling import TilingParams
+from server.indexing.pipeline import index_rasters
+from server.store.records import TilingParams
+from server.store.store import Store
 
 SHARD = 5  # 22 tiles of the two rasters: shards of 5, 5, 5, 5, 2
 

@@ -8,10 +8,10 @@ import pytest
 from ranking_testutil import geo_store
 
 from server.errors import InvalidRequest
-from server.hubness import bank_for
-from server.relevance import Relevance
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Store
+from server.search.hubness import bank_for
+from server.search.relevance import Relevance
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.store import Store
 
 
 @pytest.fixture(scope="module")

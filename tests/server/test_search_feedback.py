@@ -11,7 +11,7 @@ import pytest
 from ranking_testutil import BAHAMAS, NAIP, geo_store
 
 from server.app import create_app
-from server.feedback import fit
+from server.search.feedback import fit
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from server_testutil import GEOTIFF_DIR
 from harma_core.data import flatten_captions, load_dataset
 from harma_core.querybank import QueryBank
 from server.errors import InvalidRequest
-from server.hubness import ENV, SIDECAR, Reranker, bank_for
-from server.pipeline import index_rasters
-from server.relevance import Relevance
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Store
+from server.indexing.pipeline import index_rasters
+from server.search.hubness import ENV, SIDECAR, Reranker, bank_for
+from server.search.relevance import Relevance
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.store import Store
 
 
 @pytest.fixture(scope="module")

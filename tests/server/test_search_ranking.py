@@ -13,9 +13,9 @@ from rasterio.warp import transform_geom
 from shapely.geometry import Point, mapping, shape
 
 from server.errors import InvalidRequest
-from server.relevance import Relevance
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Store
+from server.search.relevance import Relevance
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.store import Store
 
 REAL = ["farmland with a lake", "a river", "an island in the sea", "a forest", "green fields"]  # all in RASTERS
 NONSENSE = ["qwxz zzkq 12345", "xkcd blorp vrrm", "asdf jkl", "!!!???", "lorem ipsum dolor"]

@@ -11,11 +11,12 @@ from PIL import Image
 from rasterio.windows import Window
 from server_testutil import SMALL
 
-from server.pipeline import Progress, index_rasters
+from server.indexing.pipeline import Progress, index_rasters
+from server.indexing.tiling import inspect_raster, read_tile
 from server.previews import tile_png
-from server.search import SearchRequest, TextEmbedder, search
-from server.store import Store
-from server.tiling import TilingParams, inspect_raster, read_tile
+from server.search.search import SearchRequest, TextEmbedder, search
+from server.store.records import TilingParams
+from server.store.store import Store
 
 
 def test_area_search_at_the_north_pole_finds_the_tiles_that_contain_it(tmp_path, model):

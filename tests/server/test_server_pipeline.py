@@ -13,10 +13,10 @@ import time
 import numpy as np
 from server_testutil import REPO, SMALL, TINY, noise, tile_set
 
-from server.paths import find_rasters
-from server.pipeline import index_rasters
-from server.store import Store
-from server.tiling import TilingParams
+from server.indexing.pipeline import index_rasters
+from server.store.paths import find_rasters
+from server.store.records import TilingParams
+from server.store.store import Store
 
 
 def test_folder_with_bad_rasters_reports_each_reason(tmp_path, make_raster, model):

@@ -9,7 +9,7 @@ from server_testutil import PAN, TINY
 
 from server.cli import run_index
 from server.errors import Conflict
-from server.store import Store
+from server.store.store import Store
 
 
 def test_auto_tiling_is_recorded_and_re_adding_is_a_no_op(tmp_path, model):

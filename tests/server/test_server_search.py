@@ -10,12 +10,12 @@ from rasterio.warp import transform_bounds
 from server_testutil import SMALL, TINY
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 
-from server import gpkg
 from server.errors import InvalidRequest, ModelMismatch, NotFound
-from server.search import SearchRequest, TextEmbedder, _candidates, bbox_lonlat, search
-from server.store import Store
-from server.tiletable import TileTable
-from server.tiling import TileRecord
+from server.search.search import SearchRequest, TextEmbedder, _candidates, bbox_lonlat, search
+from server.store import gpkg
+from server.store.records import TileRecord
+from server.store.store import Store
+from server.store.tiletable import TileTable
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from server_testutil import SMALL, TINY, tile_set
 from shapely.geometry import box
 
 from server.errors import Conflict, InvalidRequest, ModelMismatch, NotFound
-from server.pipeline import index_rasters
-from server.store import INITIAL_CAPACITY, Store
-from server.tiling import TileRecord, TilingParams
+from server.indexing.pipeline import index_rasters
+from server.store.records import TileRecord, TilingParams
+from server.store.store import INITIAL_CAPACITY, Store
 
 
 def test_create_writes_manifest_and_geopackage(tmp_path, model):
@@ -209,8 +209,8 @@ def test_vectors_are_read_from_the_saved_file_and_unsaved_ones_still_found(fresh
 
 
 def test_a_file_that_does_not_match_gives_no_view_and_search_still_works(fresh, monkeypatch):
-    from server import hnswfile
-    from server.hnswfile import VectorFile
+    from server.store import hnswfile
+    from server.store.hnswfile import VectorFile
 
     col = Store(fresh).get("base")
     index_bin = fresh / "base" / "index.bin"

@@ -15,8 +15,7 @@ from server_testutil import GEOTIFFS, PAN, SMALL, noise
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from server.errors import InvalidRequest, RasterError
-from server.tiling import (
-    TilingParams,
+from server.indexing.tiling import (
     axis_offsets,
     bounds_window,
     choose_bands,
@@ -27,6 +26,7 @@ from server.tiling import (
     tile_record,
     window_bounds,
 )
+from server.store.records import TilingParams
 
 # rasterio.windows.bounds, used here as the reference, still multiplies affines with `*`
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")

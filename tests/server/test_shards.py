@@ -18,9 +18,9 @@ import shapely
 from shards_testutil import assert_same_collection, index_cli, tiles_of
 
 from server.cli import run_index
-from server.shard_import import find_shards, import_shards
-from server.shard_run import run_sharded
-from server.store import Store
+from server.indexing.shard_import import find_shards, import_shards
+from server.indexing.shard_run import run_sharded
+from server.store.store import Store
 
 RASTERS = ("aerial_colorado_0p15m_rgb.tif", "landsat8_grenada_rgb.tif", "spacenet_atlanta_pan_0p5m.tif")  # path order
 

@@ -7,10 +7,11 @@ import threading
 import numpy as np
 from server_testutil import SMALL, TINY
 
-from server.pipeline import index_rasters
-from server.store import Store
-from server.tile_reader import chunks, read_chunks
-from server.tiling import TilingParams, inspect_raster, plan_windows
+from server.indexing.pipeline import index_rasters
+from server.indexing.tile_reader import chunks, read_chunks
+from server.indexing.tiling import inspect_raster, plan_windows
+from server.store.records import TilingParams
+from server.store.store import Store
 
 
 def _tiles(col) -> dict[int, tuple]:

@@ -14,8 +14,8 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from server import gpkg
 from server.errors import InvalidRequest
+from server.store import gpkg
 
 MAX_VERTICES = 100_000
 _AREA_TYPES = ("Polygon", "MultiPolygon")

@@ -1,5 +1,5 @@
 """The shard-writing plan shared by both engines: rasters -> chunks (one shard each) -> read blocks -> tile rows
--> embeddings -> shards. The stage functions are plain Python so Ray Data (server/ray_engine.py) and the
+-> embeddings -> shards. The stage functions are plain Python so Ray Data (server/indexing/ray_engine.py) and the
 in-process loop below run exactly the same code; only the executor differs.
 
 Rows travel between stages as plain columns (bytes, ints, floats), never as open datasets or tensors, so
@@ -23,8 +23,9 @@ from rasterio.windows import Window
 
 from harma_core import embed_images
 from server.errors import InvalidRequest, ModelMismatch, ServerError
-from server.shards import ShardMeta, raster_info_from_dict, read_meta, write_shard
-from server.tiling import RasterInfo, TileRecord, TilingParams, plan_windows, read_tile, tile_record
+from server.indexing.shards import ShardMeta, raster_info_from_dict, read_meta, write_shard
+from server.indexing.tiling import plan_windows, read_tile, tile_record
+from server.store.records import RasterInfo, TileRecord, TilingParams
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 32  # windows per read task: small enough to spread, big enough to amortise opening the file

@@ -1,4 +1,4 @@
-"""Collection store: a folder of collections (see server.collection), each opened once and shared.
+"""Collection store: a folder of collections (see server.store.collection), each opened once and shared.
 
 A collection that fails to open is remembered as broken (with the reason and the fix) until one of its files
 changes, and never stops the others from being listed or searched.
@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.collection import (
+from server.errors import CollectionBroken, Conflict, InvalidRequest, NotFound, storage_fault, write_failure
+from server.store.collection import (
     BRUTE_FORCE_MAX,
     DEFAULT_SHARD_TILES,
     EXACT_CHUNK,
@@ -28,12 +29,11 @@ from server.collection import (
     SEARCH_EF,
     Collection,
 )
-from server.collection_files import FORMAT_VERSION, fsync_dir
-from server.errors import CollectionBroken, Conflict, InvalidRequest, NotFound, storage_fault, write_failure
-from server.index_shard import shard_paths
-from server.storelock import exclusive
-from server.tiletable import TileTable, utc_now
-from server.tiling import TilingParams
+from server.store.collection_files import FORMAT_VERSION, FolderListing, fsync_dir
+from server.store.index_shard import shard_paths
+from server.store.records import TilingParams
+from server.store.storelock import exclusive
+from server.store.tiletable import TileTable, utc_now
 
 __all__ = ["BRUTE_FORCE_MAX", "DEFAULT_SHARD_TILES", "EXACT_CHUNK", "FORMAT_VERSION", "INDEX_EF_CONSTRUCTION", "INDEX_M",
            "INITIAL_CAPACITY", "SEARCH_EF", "Collection", "ModelLike", "Store", "write_json_atomic"]
@@ -63,6 +63,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def _collection_names(root: Path) -> list[str]:
+    """Folders of the store named like collections, sorted (Store.names checks each for a manifest)."""
+    return sorted(p.name for p in root.iterdir() if NAME_RE.match(p.name))
+
+
 class Store:
     """A folder of collections; hands out one shared Collection object per name."""
 
@@ -81,6 +86,7 @@ class Store:
         self._open: dict[str, Collection] = {}
         self._broken: dict[str, tuple[tuple[Any, ...], CollectionBroken]] = {}
         self._lock = threading.Lock()
+        self._listing = FolderListing(self.root, _collection_names)
         if self.writable:
             self._clean_leftovers()
 
@@ -112,9 +118,8 @@ class Store:
                                  "or '.', starting with a letter or digit")
 
     def names(self) -> list[str]:
-        """Names of all collections (broken ones included)."""
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file()
-                      and NAME_RE.match(p.name))
+        """Names of all collections (broken ones included); the store folder is listed only when it changed."""
+        return [n for n in self._listing.get() if (self.root / n / "manifest.json").is_file()]
 
     def _folder(self, name: str) -> Path:
         """The folder of an existing collection; NotFound listing the known ones."""

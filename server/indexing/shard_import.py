@@ -8,11 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from server.collection import Collection
 from server.errors import InvalidRequest, NotFound
-from server.shards import ShardMeta, check_compatible, read_meta, read_tiles
-from server.store import Store
-from server.tiling import TilingParams
+from server.indexing.shard_check import ShardChecker
+from server.indexing.shards import ShardMeta, check_compatible, read_meta, read_tiles
+from server.store.collection import Collection
+from server.store.records import TilingParams
+from server.store.store import Store
 
 
 @dataclass
@@ -67,22 +68,41 @@ def _collection(store: Store, name: str, first: tuple[Path, ShardMeta], index_sh
     return store.create(name, model, TilingParams.recorded(meta.tiling), **extra)
 
 
+def _check_all(store: Store, name: str, first: tuple[Path, ShardMeta],
+               groups: dict[str, list[tuple[Path, ShardMeta]]]) -> None:
+    """Refuse the import, before any write, when a shard is of another model or tiling than the collection (or,
+    for a new collection, than the first shard), or holds rows a collection must not take (shard_check)."""
+    if name in store.names():
+        col = store.get(name)
+        identity, params, dim = col.identity, col.params, int(col.manifest["model"]["dim"])
+    else:
+        meta = first[1]
+        identity, params, dim = meta.model["identity"], TilingParams.recorded(meta.tiling), int(meta.model["dim"])
+    checker = ShardChecker(dim)
+    for parts in groups.values():
+        for path, meta in parts:
+            check_compatible(meta, path, identity, params)
+        if [m.part for _, m in parts] != list(range(parts[0][1].parts)):
+            continue  # incomplete: reported, not imported
+        for path, meta in parts:
+            checker.check(path, meta)
+
+
 def import_shards(store: Store, name: str, shards: Sequence[Path], order: Sequence[str] | None = None,
                   progress: Callable[[int], None] | None = None,
                   index_shard_tiles: int | None = None) -> ImportReport:
     """Add the shards' tiles to collection `name`, rasters in `order` (default: by path), parts in order.
 
     Rasters already complete with the same size and mtime are skipped; a raster imported part-way resumes
-    from the windows it lacks. Every shard is checked against the collection's model and tiling first.
+    from the windows it lacks. Every shard is read and checked first (model, tiling, dimension, finite unit
+    vectors, unique tile ids and windows): a bad one refuses the whole import before anything is written.
     """
     if not shards:
         raise InvalidRequest("no shards to import; give .parquet shard files or folders holding them")
     groups = _group(list(shards))
     first = next(iter(groups.values()))[0]
+    _check_all(store, name, first, groups)  # every shard read and checked: nothing is written on a bad one
     col = _collection(store, name, first, index_shard_tiles)
-    for parts in groups.values():
-        for path, meta in parts:
-            check_compatible(meta, path, col.identity, col.params)
     rasters = [r for r in (order or []) if r in groups] + sorted(set(groups) - set(order or []))
     report = ImportReport()
     with col.writing(col.identity):

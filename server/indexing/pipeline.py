@@ -16,9 +16,10 @@ import numpy as np
 
 from harma_core import embed_images
 from server.errors import RasterError, ServerError
-from server.store import Collection
-from server.tile_reader import chunks, default_workers, read_chunks
-from server.tiling import RasterInfo, TileRecord, inspect_raster, plan_windows
+from server.indexing.tile_reader import chunks, default_workers, read_chunks
+from server.indexing.tiling import inspect_raster, plan_windows
+from server.store.records import RasterInfo, TileRecord
+from server.store.store import Collection
 
 log = logging.getLogger(__name__)
 _QUEUE_BATCHES = 4  # batches read ahead; bounds memory while keeping the encoder fed
@@ -147,7 +148,7 @@ def index_rasters(collection: Collection, model: Any, paths: Sequence[str], *, b
                   cancel: threading.Event | None = None, read_workers: int | None = None) -> IndexReport:
     """Index raster files into a collection (resumable, incremental); returns what was done and skipped.
 
-    `read_workers` tile-reading processes (default: server.tile_reader.default_workers, 0 = read in a thread).
+    `read_workers` tile-reading processes (default: server.indexing.tile_reader.default_workers, 0 = read in a thread).
     """
     if batch_size < 1:
         raise ServerError(f"batch_size={batch_size} must be at least 1")

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,7 +24,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from server.tiling import RasterInfo, TileRecord, read_tile, tile_record
+from server.indexing.tiling import read_tile, tile_record
+from server.store.records import RasterInfo, TileRecord
 
 log = logging.getLogger(__name__)
 MAX_HANDLES = 8  # open rasters per worker; the least recently used is closed first
@@ -100,6 +102,34 @@ def default_workers(total_tiles: int) -> int:
     return min(4, max(1, (os.cpu_count() or 1) - 1))
 
 
+PARENT_POLL_S = 0.5  # how often a worker checks that the indexing process still lives
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch_parent(main_pid: int) -> None:
+    """Pool initializer: end this worker when the indexing process is gone. A SIGKILLed parent runs no atexit
+    and the workers' queue never reaches EOF (they hold its ends too), so they watch: the forkserver that forked
+    them exits with the parent, which re-parents them; a polling thread sees either and exits."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent or not _alive(main_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 _POOL: dict[str, ProcessPoolExecutor | int] = {}
 _POOL_LOCK = threading.Lock()
 
@@ -114,8 +144,9 @@ def _executor(workers: int) -> ProcessPoolExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
         # forkserver: workers fork from a clean server, never from this process's torch/ORT threads
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["server.tile_reader"])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ctx.set_forkserver_preload(["server.indexing.tile_reader"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=watch_parent,
+                                   initargs=(os.getpid(),))
         _POOL.update(pool=pool, workers=workers)
         return pool
 

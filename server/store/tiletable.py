@@ -16,8 +16,8 @@ import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from server import gpkg
-from server.tiling import TileRecord
+from server.store import gpkg
+from server.store.records import TileRecord
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tiles (

@@ -14,14 +14,14 @@ from shapely.geometry.base import BaseGeometry
 
 from harma_core import embed_texts
 from harma_core.prompts import embed_queries, is_keyword
-from server import feedback
-from server.area import bbox_lonlat, candidates, geometry_lonlat
-from server.dedupe import suppress
 from server.errors import InvalidRequest
-from server.hubness import Reranker, bank_for, can_rerank
-from server.relevance import Relevance
-from server.search_request import MAX_ALL, MAX_K, SearchRequest
-from server.store import Collection, Store
+from server.search import feedback
+from server.search.area import bbox_lonlat, candidates, geometry_lonlat
+from server.search.dedupe import suppress
+from server.search.hubness import Reranker, bank_for, can_rerank
+from server.search.relevance import Relevance
+from server.search.search_request import MAX_ALL, MAX_K, SearchRequest
+from server.store.store import Collection, Store
 
 __all__ = ["MAX_K", "SearchRequest", "TextEmbedder", "bbox_lonlat", "search"]
 _candidates = candidates  # the name earlier tests and benches use
@@ -238,9 +238,8 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
         other_model = [c.name for c in cols if c.identity != model.identity]
         cols = [c for c in cols if c.identity == model.identity]
         names = [c.name for c in cols]
-    for col in cols:
+    for col in cols:  # store.searchable() has already refreshed them from disk
         col.check_model(model.identity)
-        col.refresh()
     if relevance is None:
         relevance, reranker = ranking_for(model)
     elif reranker is None and can_rerank(relevance.bank):

@@ -1,4 +1,4 @@
-"""The Ray Data executor of the shard plan (server/shard_plan.py): read blocks -> CPU read tasks -> an actor
+"""The Ray Data executor of the shard plan (server/indexing/shard_plan.py): read blocks -> CPU read tasks -> an actor
 pool of encoders (one GPU each where the cluster has GPUs) -> rows streamed back to the driver's collector.
 
 Ray retries a read task or restarts an encoder actor whose worker died; the collector keys rows by (chunk,
@@ -8,12 +8,14 @@ window), so a retried task's rows count once and a shard is written only when al
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.errors import RasterError, ServerError
-from server.shard_plan import Chunk, Encoder, ShardCollector, read_block
-from server.tiling import RasterInfo, TilingParams, inspect_raster
+from server.indexing.shard_plan import Chunk, Encoder, ShardCollector, read_block
+from server.indexing.tiling import inspect_raster
+from server.store.records import RasterInfo, TilingParams
 
 READ_CPUS = 0.25  # CPU share reserved per read task: reading is light next to encoding
 ACTOR_CPUS = 0.75  # per CPU encoder: one actor per core, so a read task still fits on a 1-CPU node
@@ -26,12 +28,27 @@ def connect(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if address and address != "auto":
+        check_reachable(address)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # our own bar shows tiles/s and ETA
     try:
         ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ServerError(f"cannot join the Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
                           "give its HOST:PORT, and set RAY_AUTH_MODE=token if it uses token auth") from e
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the address, when nothing answers at HOST:PORT (ray.init retries for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ServerError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ServerError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({e}); start one "
+                          "with `ray start --head` and give its HOST:PORT (the GCS port, 6379 by default)") from None
 
 
 def _inspect(path: str, params: TilingParams) -> tuple[RasterInfo | None, str | None]:

@@ -1,17 +1,19 @@
 """What a collection folder must hold, checked before anything trusts it: manifest fields, the tile table's
-tables; the fix to suggest for each kind of damage."""
+tables; the fix to suggest for each kind of damage; folder listings kept while the folder is unchanged."""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from server.errors import CollectionBroken, InvalidRequest
-from server.tiletable import TileTable
-from server.tiling import TilingParams
+from server.store.records import TilingParams
+from server.store.tiletable import TileTable
 
 FORMAT_VERSION = 1
 MAX_DIM = 65_536
@@ -85,3 +87,24 @@ def check_table(table: TileTable, name: str) -> None:
         raise broken(f"is not a readable GeoPackage ({e})") from None
     if not {"tiles", "rasters"} <= tables:
         raise broken(f"lacks the tables 'tiles' and 'rasters' (has {sorted(tables) or 'none'})")
+
+
+class FolderListing:
+    """What a folder listing gave, listed again only when the folder changed: a save or create renames a file
+    into it, which moves the folder's mtime, so an unchanged folder needs one stat, not a listing."""
+
+    RECENT_NS = 100_000_000  # a folder changed this recently may change again within its clock tick: list again
+
+    def __init__(self, folder: Path, list_fn: Callable[[Path], list[Any]]) -> None:
+        self.folder, self._list_fn = folder, list_fn
+        self._key: tuple[int, int] | None = None
+        self._items: list[Any] = []
+
+    def get(self) -> list[Any]:
+        """The listing, from memory while the folder's (mtime, inode) is what it was when last listed."""
+        st = self.folder.stat()
+        key = (st.st_mtime_ns, st.st_ino)
+        if key != self._key:
+            self._items = self._list_fn(self.folder)
+            self._key = key if time.time_ns() - st.st_mtime_ns > self.RECENT_NS else None
+        return list(self._items)

@@ -17,8 +17,8 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from server.collection_files import fsync_dir
-from server.hnswfile import IndexFileError, VectorFile, check_file
+from server.store.collection_files import fsync_dir
+from server.store.hnswfile import IndexFileError, VectorFile, check_file
 
 INDEX_M = 16
 INDEX_EF_CONSTRUCTION = 200

@@ -1,7 +1,7 @@
 """GeoParquet 1.1 shards: one row per tile with its footprint (WKB, EPSG:4326), a bbox covering column and the
 embedding; the model identity, tiling parameters and raster description live in the file metadata.
 
-Both indexing engines write these and the collection is built from them (server/shard_import.py), so any
+Both indexing engines write these and the collection is built from them (server/indexing/shard_import.py), so any
 Parquet or GeoParquet reader (pyarrow, geopandas, GDAL) can take the embeddings elsewhere.
 """
 
@@ -20,8 +20,8 @@ import shapely
 from pyproj import CRS as ProjCRS
 
 from server.errors import InvalidRequest, ModelMismatch
-from server.tiletable import utc_now
-from server.tiling import RasterInfo, TileRecord, TilingParams
+from server.store.records import RasterInfo, TileRecord, TilingParams
+from server.store.tiletable import utc_now
 
 SHARD_FORMAT = "harma-shard"
 SHARD_VERSION = 1
@@ -132,22 +132,59 @@ def write_shard(path: Path, records: list[TileRecord], keys: list[str], vectors:
     os.replace(tmp, path)
 
 
+def _line(e: BaseException) -> str:
+    """An exception's message on one line (Arrow's span several)."""
+    return " ".join(str(e).split())
+
+
 def read_meta(path: Path) -> ShardMeta:
     """The harma metadata of a shard (footer only); files that are not shards are refused by name."""
     try:
         md = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid) as e:
-        raise InvalidRequest(f"{path} is not a readable Parquet file ({e}); remove it or re-run indexing") from e
+        raise InvalidRequest(f"{path} is not a readable Parquet file ({_line(e)}); remove it or re-run indexing") from e
     raw = md.get(HARMA_KEY)
     if raw is None or GEO_KEY not in md:
         raise InvalidRequest(f"{path} is Parquet but not a HarMA shard (no 'harma' and 'geo' metadata)")
-    d = json.loads(raw)
-    if d.get("format") != SHARD_FORMAT or d.get("version") != SHARD_VERSION:
-        raise InvalidRequest(f"{path} is shard format {d.get('format')!r} version {d.get('version')}; this "
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"{path}: its 'harma' metadata is not JSON ({e}); re-write the shard") from None
+    if not isinstance(d, dict) or d.get("format") != SHARD_FORMAT or d.get("version") != SHARD_VERSION:
+        got = (d.get("format"), d.get("version")) if isinstance(d, dict) else (type(d).__name__, None)
+        raise InvalidRequest(f"{path} is shard format {got[0]!r} version {got[1]}; this "
                              f"build reads {SHARD_FORMAT!r} version {SHARD_VERSION}")
     d.pop("format")
     d.pop("version")
-    return ShardMeta(**d)
+    try:
+        meta = ShardMeta(**d)
+        _check_meta(meta)
+    except (TypeError, ValueError, KeyError, InvalidRequest) as e:
+        raise InvalidRequest(f"{path}: its 'harma' metadata is not a valid shard description ({e}); re-write "
+                             "the shard with tools/index.py --shards") from None
+    return meta
+
+
+def _check_meta(m: ShardMeta) -> None:
+    """Raise ValueError/TypeError/KeyError/InvalidRequest unless every metadata field has its type and range."""
+    ints = {"part": m.part, "parts": m.parts, "planned": m.planned, "nodata": m.nodata}
+    for key, v in ints.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{key}={v!r} must be a whole number >= 0")
+    if not m.part < m.parts:
+        raise ValueError(f"part {m.part} of {m.parts}")
+    if not isinstance(m.model, dict) or not isinstance(m.model.get("identity"), str) \
+            or not isinstance(m.model.get("name"), str):
+        raise ValueError("model must hold an identity and a name")
+    dim = m.model.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 65536:
+        raise ValueError(f"model dim={dim!r} must be a positive whole number")
+    if not isinstance(m.tiling, dict) or not isinstance(m.raster, dict):
+        raise ValueError("tiling and raster must be objects")
+    TilingParams.recorded(m.tiling)
+    info = m.info
+    if not isinstance(info.path, str) or not info.path:
+        raise ValueError(f"raster path {info.path!r}")
 
 
 def check_compatible(meta: ShardMeta, path: Path, identity: str, params: TilingParams) -> None:
@@ -162,15 +199,27 @@ def check_compatible(meta: ShardMeta, path: Path, identity: str, params: TilingP
 
 
 def read_tiles(path: Path) -> tuple[list[TileRecord], list[str], np.ndarray]:
-    """Tile records, tile keys and (n, dim) float32 vectors of a shard, in file order."""
-    table = pq.read_table(path)
-    dim = table.schema.field("embedding").type.list_size
-    n = table.num_rows
-    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(n, dim)
-    geoms = shapely.from_wkb(np.array(table.column("geometry").to_pylist(), dtype=object))
-    records = []
-    for i, row in enumerate(table.select(["raster", "window", "crs", "raster_bounds"]).to_pylist()):
-        w, b = row["window"], row["raster_bounds"]
-        records.append(TileRecord(row["raster"], (w["col_off"], w["row_off"], w["width"], w["height"]), row["crs"],
-                                  (b["left"], b["bottom"], b["right"], b["top"]), geoms[i]))
-    return records, table.column("tile_id").to_pylist(), np.asarray(vectors, dtype=np.float32)
+    """Tile records, tile keys and (n, dim) float32 vectors of a shard, in file order; a file that does not
+    decode as a shard (corrupt pages, missing or mistyped columns, nulls, bad WKB) raises InvalidRequest."""
+    try:
+        table = pq.read_table(path)
+        kind = table.schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(kind) or not pa.types.is_floating(kind.value_type):
+            raise TypeError(f"embedding column is {kind}, not a fixed-size list of floats")
+        dim = kind.list_size
+        n = table.num_rows
+        emb = table.column("embedding").combine_chunks()
+        if emb.null_count or emb.flatten().null_count:
+            raise ValueError("embedding column holds nulls")
+        vectors = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)
+        geoms = shapely.from_wkb(np.array(table.column("geometry").to_pylist(), dtype=object))
+        records = []
+        for i, row in enumerate(table.select(["raster", "window", "crs", "raster_bounds"]).to_pylist()):
+            w, b = row["window"], row["raster_bounds"]
+            records.append(TileRecord(row["raster"], (w["col_off"], w["row_off"], w["width"], w["height"]),
+                                      row["crs"], (b["left"], b["bottom"], b["right"], b["top"]), geoms[i]))
+        keys = table.column("tile_id").to_pylist()
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as e:
+        raise InvalidRequest(f"{path} does not read back as a HarMA shard ({type(e).__name__}: {_line(e)}); re-write "
+                             "it with tools/index.py --shards, or leave it out") from None
+    return records, keys, vectors

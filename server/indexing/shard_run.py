@@ -14,13 +14,20 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from server.cli import open_or_create
 from server.errors import InvalidRequest, NotFound
-from server.paths import find_rasters
-from server.shard_import import ImportReport, import_shards
-from server.shard_plan import Encoder, ShardCollector, config_tag, pending, plan_chunks, run_in_process
-from server.store import Store
-from server.tiling import RasterInfo, TilingParams
+from server.indexing.shard_import import ImportReport, import_shards
+from server.indexing.shard_plan import (
+    Encoder,
+    ShardCollector,
+    config_tag,
+    pending,
+    plan_chunks,
+    run_in_process,
+)
+from server.indexing.target import open_or_create
+from server.store.paths import find_rasters
+from server.store.records import RasterInfo, TilingParams
+from server.store.store import Store
 
 DEFAULT_SHARD_TILES = 16_384  # ~20-40 MB shards at 256-512 dims: few files, cheap to redo after a crash
 
@@ -45,7 +52,7 @@ class ShardRunReport:
 
 
 def _inspect_local(paths: list[str], params: TilingParams) -> list[tuple[str, RasterInfo | None, str | None]]:
-    from server.ray_engine import _inspect  # the same wrapper the Ray tasks run
+    from server.indexing.ray_engine import _inspect  # the same wrapper the Ray tasks run
 
     return [(p, *_inspect(p, params)) for p in paths]
 
@@ -76,6 +83,9 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
     files = [os.path.realpath(f) for f in find_rasters(paths)]
     if not files:
         raise NotFound(f"no .tif/.tiff files found in {paths}")
+    if engine == "ray":  # before the collection exists: a cluster that cannot be reached leaves nothing behind
+        from server.indexing import ray_engine
+        ray_engine.connect(ray_address)
     store = Store(store_dir)
     col = open_or_create(store, name, model, params, index_shard_tiles)
     col.check_model(model.identity)
@@ -83,8 +93,6 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
     report = ShardRunReport(engine=engine, shards_dir=str(out_dir))
     todo_files = [f for f in files if not col.is_unchanged(f, os.stat(f).st_size, os.stat(f).st_mtime_ns)]
     if engine == "ray":
-        from server import ray_engine
-        ray_engine.connect(ray_address)
         inspected = ray_engine.inspect_all(todo_files, col.params)
     else:
         inspected = _inspect_local(todo_files, col.params)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from server.collection_files import FIX, FORMAT_VERSION, check_table, read_manifest
 from server.errors import CollectionBroken, ModelMismatch, NotFound, storage_fault, write_failure
-from server.hnswfile import IndexFileError
-from server.index_shard import (
+from server.store.collection_files import FIX, FORMAT_VERSION, FolderListing, check_table, read_manifest
+from server.store.hnswfile import IndexFileError
+from server.store.index_shard import (
     DEFAULT_SHARD_TILES,
     INDEX_EF_CONSTRUCTION,
     INDEX_M,
@@ -36,10 +36,10 @@ from server.index_shard import (
     next_shard_path,
     shard_paths,
 )
-from server.rwlock import RWLock
-from server.storelock import exclusive
-from server.tiletable import RasterRow, TileTable
-from server.tiling import RasterInfo, TileRecord, TilingParams
+from server.store.records import RasterInfo, TileRecord, TilingParams
+from server.store.rwlock import RWLock
+from server.store.storelock import exclusive
+from server.store.tiletable import RasterRow, TileTable
 
 __all__ = ["BRUTE_FORCE_MAX", "DEFAULT_SHARD_TILES", "EXACT_CHUNK", "INDEX_EF_CONSTRUCTION", "INDEX_M",
            "INITIAL_CAPACITY", "SEARCH_EF", "Collection"]
@@ -61,6 +61,7 @@ class Collection:
         self._shards: list[IndexShard] = []  # by id range; only the last takes appends
         self._unsaved = 0
         self._writing = False
+        self._listing = FolderListing(folder, shard_paths)
         with self.lock.write():
             self._load()
 
@@ -90,7 +91,7 @@ class Collection:
     # -- loading -----------------------------------------------------------------------------------------
     def _stat(self) -> tuple[Any, ...]:
         out = []
-        for path in shard_paths(self.folder):
+        for path in self._listing.get():
             with contextlib.suppress(FileNotFoundError):
                 st = path.stat()
                 out.append((path.name, (st.st_mtime_ns, st.st_size)))
