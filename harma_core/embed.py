@@ -1,75 +1,73 @@
-"""Batch embedding of images and texts into L2-normalised float32 numpy arrays (torch or ONNX Runtime)."""
+"""Batch embedding of images and texts into L2-normalised float32 numpy arrays.
+
+Models whose towers run in ONNX Runtime (harma_core.serving.ServingModel, harma_core.onnx_runtime.OnnxModel)
+are embedded with numpy and Pillow alone: this module imports no torch. A torch model is handed to
+harma_core.embed_torch, imported only then.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from harma_core.errors import InputError
 from harma_core.views import view_turns
-from harma_core.zoo import LoadedModel
 
 ImageLike = np.ndarray | Image.Image
 
 
-def _to_tensor_batch(images: Sequence[ImageLike], loaded: LoadedModel) -> torch.Tensor:
-    """Resize and normalise a batch; uint8 HxWx3 arrays skip PIL for speed."""
-    size = loaded.image_size
-    arrays = []
-    for im in images:
+def runs_onnx(model: Any) -> bool:
+    """True when a model's towers run in ONNX Runtime (it has encode_images / encode_tokens / token_ids)."""
+    return getattr(model, "runtime", "torch") == "onnx"
+
+
+def pixel_batch(images: Sequence[ImageLike], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB images -> normalised float32 [B, 3, size, size]: bicubic, antialiased when shrinking (Pillow's float
+    resize, which matches torch's antialiased bicubic to ~2e-5), then (x - mean) / std."""
+    out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, im in enumerate(images):
         if isinstance(im, Image.Image):
             im = np.array(im.convert("RGB"))
         if im.ndim != 3 or im.shape[2] != 3:
             raise InputError(f"expected an HxWx3 image, got shape {im.shape}")
-        t = torch.from_numpy(np.array(im, copy=not im.flags.writeable)).permute(2, 0, 1).float().div_(255.0)
-        if t.shape[1:] != (size, size):
-            t = F.interpolate(t[None], size=(size, size), mode="bicubic", align_corners=False,
-                              antialias=True)[0].clamp_(0, 1)
-        arrays.append(t)
-    batch = torch.stack(arrays)
-    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.std).view(1, 3, 1, 1)
-    return (batch - mean) / std
+        if im.shape[:2] == (size, size):
+            out[i] = im.transpose(2, 0, 1)
+            out[i] /= 255.0
+            continue
+        for c in range(3):
+            band = Image.fromarray(np.ascontiguousarray(im[..., c], dtype=np.float32) / 255.0)
+            out[i, c] = np.asarray(band.resize((size, size), Image.Resampling.BICUBIC))
+    np.clip(out, 0.0, 1.0, out=out)
+    out -= np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    out /= np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return out
 
 
-def _runs_onnx(loaded: LoadedModel) -> bool:
-    """True for an OnnxModel (harma_core.onnx_runtime): its towers run in ONNX Runtime, not torch."""
-    return getattr(loaded, "runtime", "torch") == "onnx"
-
-
-def _encode_batch(loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """Unit embeddings of one normalised [B, 3, S, S] batch."""
-    if _runs_onnx(loaded):
-        return loaded.encode_images(np.ascontiguousarray(batch.numpy()))
-    batch = batch.to(loaded.device).contiguous(memory_format=torch.channels_last)
-    return loaded.model.encode_image(batch, normalize=True).float().cpu().numpy()
-
-
-@torch.inference_mode()
-def embed_images(loaded: LoadedModel, images: Sequence[ImageLike], batch_size: int = 64,
-                 views: int = 1) -> np.ndarray:
+def embed_images(loaded: Any, images: Sequence[ImageLike], batch_size: int = 64, views: int = 1) -> np.ndarray:
     """Embed RGB images (PIL or uint8 HxWx3 arrays, any size) -> (N, dim) float32, unit rows.
 
     `views` > 1 embeds each image as the unit mean over that many of its rotations and mirrorings
     (harma_core.views): overhead imagery has no "up", and the mean is a steadier embedding. Costs `views` x.
     """
+    if not runs_onnx(loaded):
+        from harma_core.embed_torch import embed_images_torch
+
+        return embed_images_torch(loaded, images, batch_size, views)
     turns = view_turns(views)
-    loaded.model.eval()
     out = np.empty((len(images), loaded.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        batch = _to_tensor_batch(images[start:start + batch_size], loaded)
-        feats = sum(_encode_batch(loaded, turn(batch)) for turn in turns)
+        batch = pixel_batch(images[start:start + batch_size], loaded.image_size, loaded.mean, loaded.std)
+        feats = sum(loaded.encode_images(np.ascontiguousarray(turn(batch))) for turn in turns)
         if len(turns) > 1:
             feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         out[start:start + len(batch)] = feats
     return out
 
 
-def embed_items(loaded: LoadedModel, items: Sequence, batch_size: int = 64, decode_chunk: int = 256,
+def embed_items(loaded: Any, items: Sequence, batch_size: int = 64, decode_chunk: int = 256,
                 views: int = 1) -> np.ndarray:
     """Embed the images of dataset Items (harma_core.data), decoding `decode_chunk` at a time to bound memory."""
     from harma_core.data import decode_image
@@ -80,8 +78,7 @@ def embed_items(loaded: LoadedModel, items: Sequence, batch_size: int = 64, deco
                                         batch_size, views) for s in range(0, len(items), decode_chunk)])
 
 
-@torch.inference_mode()
-def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+def embed_texts(loaded: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Embed texts -> (N, dim) float32, unit rows. Empty strings are refused.
 
     Each distinct text is embedded once, so repeated texts get bit-identical rows: their ties in a ranking
@@ -94,15 +91,12 @@ def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 256
     if len(unique) < len(texts):
         row = {t: i for i, t in enumerate(unique)}
         return embed_texts(loaded, unique, batch_size)[[row[t] for t in texts]]
-    model, onnx = loaded.model, _runs_onnx(loaded)
-    if model.training:  # eval() walks every module: ~4 ms a query, so only when needed
-        model.eval()
+    onnx = runs_onnx(loaded)
+    if not onnx:
+        from harma_core.embed_torch import encode_texts_torch
     out = np.empty((len(texts), loaded.dim), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
-        tokens = loaded.tokenizer(list(texts[start:start + batch_size]))
-        if onnx:
-            out[start:start + len(tokens)] = loaded.encode_tokens(tokens.numpy())
-            continue
-        feats = model.encode_text(tokens.to(loaded.device), normalize=True)
-        out[start:start + len(feats)] = feats.float().cpu().numpy()
+        chunk = list(texts[start:start + batch_size])
+        out[start:start + len(chunk)] = (loaded.encode_tokens(loaded.token_ids(chunk)) if onnx
+                                         else encode_texts_torch(loaded, chunk))
     return out

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harma_core.errors import HarmaError
+from harma_core.ort_session import RUNTIMES, runtime_of, session_options  # noqa: F401  (runtime_of: re-exported)
 from harma_core.zoo import LoadedModel, create_model
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("auto", "torch", "onnx")
 EXPORT_VERSION = 1  # bump when the export code in this module changes: cached graphs of older versions are rebuilt
 PARITY_COSINE = 0.9999  # ORT vs torch on the export's own example inputs, checked at export time
 _EXPORT_BATCH = 2  # example batch for tracing; batch and text length are dynamic in the graph
@@ -208,22 +208,6 @@ def exported_folder(loaded: LoadedModel, root: Path | None = None) -> tuple[Path
     return folder, False
 
 
-def session_options(threads: int | None = None, spin: bool = False, level: str = "all") -> Any:
-    """ORT CPU session options: graph optimisation `level` (basic, extended, all), threads (default: the
-    cores), no spin-waiting: spinning intra-op threads burn the cores tile readers need between batches."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
-    so.intra_op_num_threads = int(threads or 0)
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.log_severity_level = 3
-    return so
-
-
 class OnnxModel:
     """A LoadedModel whose towers run in ONNX Runtime; every other attribute is the torch model's."""
 
@@ -253,6 +237,10 @@ class OnnxModel:
         """Normalised float32 pixels [B, 3, S, S] -> unit embeddings [B, dim]."""
         return self.image_session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0]
 
+    def token_ids(self, texts: list[str]) -> np.ndarray:
+        """Token ids [B, L] of texts, padded to the longest (the torch model's tokenizer)."""
+        return self.loaded.tokenizer(texts).numpy()
+
     def encode_tokens(self, ids: np.ndarray) -> np.ndarray:
         """Token ids [B, L] (padded with the tokenizer's pad id) -> unit embeddings [B, dim]."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -260,11 +248,6 @@ class OnnxModel:
         if self.pad_token_id is not None:
             feed["attention_mask"] = (ids != self.pad_token_id).astype(np.int64)
         return self.text_session.run(None, feed)[0]
-
-
-def runtime_of(model: Any) -> str:
-    """'onnx' or 'torch': what runs a model's towers."""
-    return getattr(model, "runtime", "torch")
 
 
 def resolve_runtime(runtime: str, device: torch.device) -> str:

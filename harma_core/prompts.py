@@ -9,11 +9,14 @@ Measured on val only (MODEL_CARD.md, "Keyword queries"): UCM class-name P@10 +1.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harma_core.embed import embed_texts
-from harma_core.zoo import LoadedModel
+
+if TYPE_CHECKING:
+    from harma_core.zoo import LoadedModel
 
 MAX_WORDS = 3
 TEMPLATES = ("{}", "a {}", "an aerial image of {}", "there is a {}", "this is a {}", "a {} area", "many {}",

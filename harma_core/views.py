@@ -7,17 +7,24 @@ mean of a tile's embeddings over its views is steadier and retrieves better (MOD
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import torch
+import numpy as np
 
 VIEWS = (1, 2, 4, 8)  # identity; + mirror; the four quarter turns; all eight symmetries of the square
 DEFAULT_VIEWS = 8  # new collections and evaluation; old collections keep what their manifest says (1)
 
-Turn = Callable[[torch.Tensor], torch.Tensor]
+Turn = Callable[[Any], Any]
 
 
 def _turn(quarter: int, mirror: bool) -> Turn:
-    def apply(batch: torch.Tensor) -> torch.Tensor:  # [B, C, H, W], H == W
+    """A transform of a [B, C, H, W] batch (H == W): a numpy array, or a torch tensor (torch only then)."""
+    def apply(batch: Any) -> Any:
+        if isinstance(batch, np.ndarray):
+            out = np.rot90(batch, quarter, axes=(2, 3)) if quarter else batch
+            return np.flip(out, axis=3) if mirror else out
+        import torch  # a torch batch (training, the torch runtime): its caller has torch
+
         out = torch.rot90(batch, quarter, dims=(2, 3)) if quarter else batch
         return torch.flip(out, dims=(3,)) if mirror else out
     return apply

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
               "(or HARMA_TOKEN) so only clients with the token get in", file=sys.stderr)
         return 2
     from harma_core import HarmaError
-    from harma_core.onnx_runtime import load_model
+    from harma_core.serving import load_model
     from server.app import create_app
     from server.store.storelock import StoreLock
 

@@ -11,7 +11,8 @@ from flask import Flask, Response
 from rasterio.env import set_gdal_config
 from werkzeug.exceptions import HTTPException
 
-from harma_core import HarmaError, create_model
+from harma_core import HarmaError
+from harma_core.serving import load_model
 from server.api import _json, bp
 from server.change_api import change as _change_route  # noqa: F401  (adds POST /change to bp)
 from server.errors import ServerError
@@ -79,7 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         lock = StoreLock(store.root)
         lock.acquire()  # before the model loads: a refused second server fails fast
     try:
-        model = cfg["LOADED_MODEL"] or create_model(cfg["MODEL"], device=cfg["DEVICE"])
+        model = cfg["LOADED_MODEL"] or load_model(cfg["MODEL"], device=cfg["DEVICE"])
         app.extensions["harma"] = Services(
             store=store, model=model,
             jobs=JobManager(), embed_text=TextEmbedder(model, int(cfg["TEXT_CACHE_SIZE"])),

@@ -15,13 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyogrio
-
 from harma_core import HarmaError
-from harma_core.onnx_runtime import load_model
-from harma_core.train import TrainConfig, TrainingCancelled, train
-from harma_core.zoo import SHIPPED_DIR
-from server.errors import Conflict, InvalidRequest
+from harma_core.serving import SHIPPED_DIR, load_model, torch_available
+from harma_core.train_config import TrainConfig
+from server.errors import Conflict, InvalidRequest, PathNotAllowed
 from server.indexing.pipeline import Progress
 from server.jobs import Job
 from server.search.search import TextEmbedder
@@ -96,6 +93,8 @@ def _init_adapter(services: Services, value: Any) -> str:
 
 def check_labels(path: Path, layer: Any) -> None:
     """Refuse a labels file whose layer holds no polygons (points, lines), naming what it holds, before a job."""
+    import pyogrio
+
     check_vector_file(path)
     try:
         info = pyogrio.read_info(path, layer=layer if isinstance(layer, (str, int)) else None)
@@ -110,6 +109,10 @@ def check_labels(path: Path, layer: Any) -> None:
 
 def start_training(services: Services, body: Any) -> Job:
     """Check the request now, train in a background job; the served model stays as it is."""
+    if not torch_available():
+        raise Conflict("training needs torch, which this server's install leaves out: pip install "
+                       "'harma-search[train]' into its environment (or train on a workstation with tools/train.py, "
+                       "export with tools/export_model.py and serve the folder with --model)")
     cfg = training_config(services, body)
     if any(j.kind == "train" and j.collection == cfg.out and j.state in ("queued", "running")
            for j in services.jobs.list()):
@@ -129,6 +132,8 @@ def start_training(services: Services, body: Any) -> Job:
             rate = done / elapsed  # steps per second
             progress(Progress(done=done, total=total, tiles_per_s=rate * cfg.batch_size,
                               eta_s=(total - done) / rate if rate > 0 else None))
+
+        from harma_core.train import TrainingCancelled, train  # torch: the [train] extra
 
         try:
             metrics = train(cfg, progress=on_event, should_stop=cancel.is_set)
@@ -164,7 +169,7 @@ def model_ref(services: Services, name: str) -> str:
     if RUN_NAME.match(name) and (runs_root(services) / name).is_dir():
         return str(runs_root(services) / name)
     if Path(name).exists():  # a bare name the model loader would open relative to the server's folder
-        raise InvalidRequest(refusal)
+        raise PathNotAllowed(refusal)
     return name
 
 

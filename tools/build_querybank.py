@@ -20,8 +20,8 @@ import _bootstrap
 
 from harma_core.data import flatten_captions, load_dataset
 from harma_core.embed import embed_items
-from harma_core.onnx_runtime import load_model
 from harma_core.querybank import QueryBank, bank_texts, caption_image_means
+from harma_core.serving import load_model
 from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 

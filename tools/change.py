@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         tile_size=args.tile_size, tile_size_m=args.tile_size_m, crs=args.crs, text=args.text,
                         direction=args.direction, before_date=args.before_date, after_date=args.after_date,
                         min_cover=args.min_cover, views=args.views)
-    from harma_core.onnx_runtime import load_model
+    from harma_core.serving import load_model
     from server.indexing.aligned import inspect_scene
 
     inspect_scene(req.before)  # refuse unusable rasters before the model loads

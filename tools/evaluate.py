@@ -14,8 +14,9 @@ import _bootstrap
 
 from harma_core.data import load_dataset
 from harma_core.evaluate import evaluate_items, format_table
-from harma_core.onnx_runtime import RUNTIMES, load_model, runtime_of
+from harma_core.ort_session import RUNTIMES, runtime_of
 from harma_core.querybank import QueryBank
+from harma_core.serving import load_model
 from harma_core.views import DEFAULT_VIEWS, VIEWS
 
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return _import_shards(argv[1:])
     args = ap.parse_args(argv)
 
-    from harma_core.onnx_runtime import load_model
+    from harma_core.serving import load_model
     from server.cli import check_index_target, run_index
 
     params = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_size_m": args.tile_size_m,

@@ -27,12 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = ap.parse_args(argv)
 
-    from harma_core import create_model
+    from harma_core.serving import load_model
     from server.cli import check_collections, run_search
 
     names = [c for c in args.collection.split(",") if c]
     check_collections(args.store, names)
-    model = create_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device)
     run_search(args.store, names, args.text, model, k=args.k,
                min_score=args.min_score, bbox=args.bbox, bbox_crs=args.bbox_crs, as_json=args.json,
                out_path=args.out)

@@ -126,7 +126,7 @@ class Encoder:
     def __init__(self, model: str | Any, device: str = "auto", batch_size: int = 32, runtime: str = "torch",
                  threads: int | None = None, views: int = 1) -> None:
         if isinstance(model, str):  # in an actor: the same loader as tools/index.py (torch or ONNX Runtime)
-            from harma_core.onnx_runtime import load_model
+            from harma_core.serving import load_model
             model = load_model(model, device=device, runtime=runtime, threads=threads)
         self.model = model
         self.batch_size, self.views = batch_size, views

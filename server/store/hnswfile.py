@@ -7,13 +7,25 @@ the very file the index was loaded from or saved to. Its pages are the kernel's 
 those that searches touch count in the process's RSS as RssFile (not RssAnon). The layout is
 hnswlib 0.8's `HierarchicalNSW::saveIndex`; it is checked against the live index (header, labels, sample
 vectors), and on any doubt there is no view and callers fall back to `get_items`.
+
+Two builds of the library write two flavours of that layout: hnswlib 0.8 (PyPI sdist only) writes it as is;
+chroma-hnswlib 0.7.5/0.7.6 (wheels for Windows, macOS and Linux; module `hnswlib`) writes the same bytes plus one
+float32 norm per element right after the level-0 block. Both are read here, and `loadable` hands the library
+a copy in its own flavour when a file was written by the other build, so collections move between them unchanged
+(the norms of unit vectors are 1).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import mmap
 import os
+import shutil
 import struct
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +86,7 @@ class VectorFile:
                 expect = np.asarray(index.get_items([int(labels[pos])]), dtype=np.float32)[0]
             except RuntimeError:  # a deleted label: get_items refuses it
                 continue
-            if not np.array_equal(vectors[pos], expect):
+            if not np.allclose(vectors[pos], expect, rtol=1e-5, atol=1e-6):  # chroma-hnswlib returns v * |v|
                 return None
         return view
 
@@ -87,6 +99,73 @@ class VectorFile:
         """A copy of one label's vector, None when the label is not in the file."""
         pos = int(self.positions(np.array([label], dtype=np.int64))[0])
         return np.array(self.vectors[pos]) if pos >= 0 else None
+
+
+def _links_end(buf: mmap.mmap, pos: int, count: int, links: int, size: int) -> int:
+    """Where the per-element link lists starting at `pos` end (size + 1 when they run past the file, -1 when one
+    is not whole links): each element is a uint32 byte count, then its link lists."""
+    for _ in range(count if pos <= size else 0):
+        if pos + 4 > size:
+            return size + 1
+        (n,) = _LINKS.unpack_from(buf, pos)
+        if n % links:
+            return -1
+        pos += 4 + n
+    return pos
+
+
+_NORMS: dict[tuple[int, int], bool] = {}  # (inode, size) -> flavour, as check_file found it
+
+
+def has_norms(path: Path) -> bool:
+    """True when the index file carries chroma-hnswlib's block of per-element norms (check_file it first)."""
+    st = path.stat()
+    key = (st.st_ino, st.st_size)
+    if key not in _NORMS:
+        with open(path, "rb") as f:
+            check_file(f.fileno(), _dim_of(f), name=path.name)
+    return _NORMS[key]
+
+
+def _dim_of(f: Any) -> int:
+    _, _, _, _, label_off, data_off, *_ = _HEADER.unpack_from(f.read(_HEADER.size), 0)
+    f.seek(0)
+    return (label_off - data_off) // 4
+
+
+@functools.cache
+def library_writes_norms() -> bool:
+    """Whether the installed `hnswlib` module (hnswlib or chroma-hnswlib) saves the norms block."""
+    import hnswlib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = hnswlib.Index(space="cosine", dim=4)
+        index.init_index(max_elements=2, M=4, ef_construction=8)
+        index.add_items(np.eye(4, dtype=np.float32)[:2], np.arange(2))
+        index.save_index(str(Path(tmp) / "probe.bin"))
+        return has_norms(Path(tmp) / "probe.bin")
+
+
+@contextlib.contextmanager
+def loadable(path: Path) -> Iterator[Path]:
+    """`path`, or a temporary copy in the installed library's flavour when the file is of the other one."""
+    norms = has_norms(path)
+    if norms == library_writes_norms():
+        yield path
+        return
+    with open(path, "rb") as f:
+        _, _, count, per_row, *_ = _HEADER.unpack_from(f.read(_HEADER.size), 0)
+    start = _HEADER.size + count * per_row
+    with tempfile.TemporaryDirectory(prefix="harma-index-") as tmp:
+        copy = Path(tmp) / path.name
+        with open(path, "rb") as src, open(copy, "wb") as dst:
+            dst.write(src.read(start))
+            if norms:
+                src.seek(4 * count, os.SEEK_CUR)  # drop the norms
+            else:
+                dst.write(np.ones(count, dtype="<f4").tobytes())  # unit vectors: every norm is 1
+            shutil.copyfileobj(src, dst)
+        yield copy
 
 
 class IndexFileError(ValueError):
@@ -115,18 +194,18 @@ def check_file(fd: int, dim: int, name: str = "index.bin") -> int:
         if label_off - data_off != dim * 4:
             raise IndexFileError("dimension", f"{name} holds {(label_off - data_off) // 4}-dimensional vectors but "
                                               f"manifest.json says {dim}")
-        pos, links = _HEADER.size + count * per_row, max_m * 4 + 4
-        for _ in range(count if pos <= size else 0):  # each element: a uint32 byte count, then its link lists
-            if pos + 4 > size:
-                pos = size + 1
-                break
-            (n,) = _LINKS.unpack_from(buf, pos)
-            if n % links:
-                raise IndexFileError("layout", f"{name} is damaged: a link list of {n} bytes at offset {pos}")
-            pos += 4 + n
+        start, links = _HEADER.size + count * per_row, max_m * 4 + 4
+        pos = _links_end(buf, start, count, links, size)
+        if pos != size and _links_end(buf, start + 4 * count, count, links, size) == size:
+            pos, norms = size, True  # chroma-hnswlib's flavour
+        else:
+            norms = False
+        if pos < 0:
+            raise IndexFileError("layout", f"{name} is damaged: a link list whose length is not whole links")
     if pos > size:
         raise IndexFileError("truncated", f"{name} is truncated: {size} bytes, too few for the {count} vectors "
                                           "its header announces")
     if pos != size:
         raise IndexFileError("layout", f"{name} is {size} bytes but its {count} vectors and links take {pos}")
+    _NORMS[(os.fstat(fd).st_ino, size)] = norms
     return int(count)

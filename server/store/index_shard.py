@@ -18,7 +18,7 @@ import hnswlib
 import numpy as np
 
 from server.store.collection_files import fsync_dir
-from server.store.hnswfile import IndexFileError, VectorFile, check_file
+from server.store.hnswfile import IndexFileError, VectorFile, check_file, loadable
 
 INDEX_M = 16
 INDEX_EF_CONSTRUCTION = 200
@@ -74,7 +74,8 @@ class IndexShard:
             st = os.fstat(fd)
             check_file(fd, dim, name=path.name)
             index = hnswlib.Index(space="cosine", dim=dim)
-            index.load_index(str(path), max_elements=0)
+            with loadable(path) as readable:  # written by the other hnswlib build: its flavour converted
+                index.load_index(str(readable), max_elements=0)
             shard = cls(path, dim, index)
             ids = shard.index.get_ids_list()
             if os.stat(path).st_ino == st.st_ino:  # else a writer replaced it mid-load: no view this time

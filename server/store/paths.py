@@ -63,12 +63,12 @@ def resolve_allowed(path: str, roots: Sequence[Path], what: str = "raster path")
 
 
 def resolve_allowed_or(path: str, roots: Sequence[Path], refusal: str) -> Path:
-    """resolve_allowed, but every refusal (virtual, relative, outside, missing) is the same `refusal` message, so
+    """resolve_allowed, but every refusal (virtual, relative, outside, missing) is the same 403 with `refusal`, so
     the answer never tells whether a file outside the roots exists."""
     try:
         return resolve_allowed(path, roots)
     except (InvalidRequest, PathNotAllowed, NotFound):
-        raise InvalidRequest(refusal) from None
+        raise PathNotAllowed(refusal) from None
 
 
 def _xml_head(path: Path) -> bytes:

@@ -76,7 +76,7 @@ def test_train_init_accepts_what_it_means(fresh: Path, allowed: Path, model: Any
                                   ("ViT-B-32:../../etc/passwd", "ViT-B-32:../../etc/no-such-file")])
 def test_model_paths_outside_the_roots_read_the_same_whether_they_exist(base: str, pair: tuple[str, str]) -> None:
     (s1, e1), (s2, e2) = (call(base, "POST", "/model", {"model": m}) for m in pair)
-    assert s1 == s2 == 400, (e1, e2)
+    assert s1 == s2 == 403, (e1, e2)
     assert e1["detail"].replace(pair[0], "X") == e2["detail"].replace(pair[1], "X"), (e1, e2)
     assert "allowed roots" in e1["detail"]
 

@@ -39,10 +39,11 @@ def _age(folder: Path) -> None:
 
 
 def test_searches_list_no_folder_until_one_changes(fresh: Path, model: Any, listings: list[Path]) -> None:
-    _age(fresh)
-    _age(fresh / "base")
     store = Store(fresh)
     embed = TextEmbedder(model)
+    search(store, model, embed, SearchRequest.from_json({"text": "a road", "k": 3}))  # writes query-bank offsets
+    _age(fresh)
+    _age(fresh / "base")
     first = search(store, model, embed, SearchRequest.from_json({"text": "a road", "k": 3}))
     listed = len(listings)
     assert listed >= 1
