@@ -40,3 +40,16 @@ def embed_queries(loaded: LoadedModel, texts: Sequence[str], plain: np.ndarray |
         mean = embed_texts(loaded, phrased).reshape(len(short), len(TEMPLATES), -1).mean(axis=1)
         out[short] = mean / np.linalg.norm(mean, axis=1, keepdims=True)
     return out
+
+
+def embed_query_pair(loaded: LoadedModel, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, search) unit vectors of one query in ONE encoder call: the words as typed and, for a keyword,
+    its template ensemble (whose "{}" phrasing is the plain text itself, embedded once)."""
+    words = " ".join(text.split())
+    if not is_keyword(words):
+        plain = embed_texts(loaded, [words])[0]
+        return plain, plain
+    phrased = [tpl.format(words) for tpl in TEMPLATES]
+    vecs = embed_texts(loaded, [words, *phrased])
+    mean = vecs[1:].mean(axis=0)
+    return vecs[0], (mean / np.linalg.norm(mean)).astype(np.float32)

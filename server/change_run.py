@@ -241,7 +241,9 @@ def write_cells(result: ChangeResult, path: str) -> None:
         return
     if suffix != ".gpkg":
         raise InvalidRequest(f"cannot write {path}: use a .gpkg or .geojson file name")
-    import geopandas as gpd
+    from server.cli import geopandas
+
+    gpd = geopandas()
 
     order = result.order()
     rows = [_properties(result, int(i), rank) for rank, i in enumerate(order, 1)]

@@ -66,7 +66,7 @@ def write_hits(fc: dict[str, Any], path: str) -> None:
         return
     if suffix != ".gpkg":
         raise InvalidRequest(f"cannot write {path}: use a .geojson or .gpkg file name")
-    import geopandas as gpd
+    gpd = geopandas()
 
     features = []
     for f in fc["features"]:
@@ -126,3 +126,13 @@ def run_search(store_dir: str, collections: list[str], text: str, model: Any, k:
     if as_json:
         print(json.dumps(fc), file=out)
     return fc
+
+
+def geopandas() -> Any:
+    """geopandas, for .gpkg files written by the tools; the serving install leaves it out ([export] extra)."""
+    try:
+        import geopandas as gpd
+    except ImportError:
+        raise InvalidRequest("writing a .gpkg needs geopandas: pip install 'harma-search[export]', or write "
+                             ".geojson instead") from None
+    return gpd

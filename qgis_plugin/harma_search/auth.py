@@ -1,7 +1,9 @@
 """The server token in QGIS's authentication database: QgsSettings keeps only the auth config id."""
 from __future__ import annotations
 
-from qgis.core import QgsApplication, QgsAuthMethodConfig
+import secrets
+
+from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsSettings
 
 from .logic.errors import PluginError
 
@@ -44,3 +46,35 @@ def remove_token(authcfg: str) -> None:
     manager = QgsApplication.authManager()
     if authcfg and authcfg in manager.configIds():
         manager.removeAuthenticationConfig(authcfg)
+
+
+LOCAL_CONFIG_NAME = "HarMA Search local server token"
+LOCAL_KEY = "harma_search/local"
+
+
+def local_token() -> tuple[str, str]:
+    """The local server's token and where it is kept ('auth database' or 'QgsSettings'); made on first use.
+
+    The token goes to the auth database; where that refuses it (no master password set, e.g. a fresh profile
+    or a headless QGIS) it is kept in QgsSettings instead: it guards a loopback-only server of this profile.
+    """
+    store = QgsSettings()
+    authcfg = str(store.value(f"{LOCAL_KEY}/authcfg", "", type=str))
+    token = load_token(authcfg)
+    if token:
+        return token, "auth database"
+    token = str(store.value(f"{LOCAL_KEY}/token", "", type=str)) or secrets.token_urlsafe(32)
+    manager = QgsApplication.authManager()
+    if not manager.isDisabled() and (manager.masterPasswordIsSet() or manager.masterPasswordHashInDatabase()):
+        config = QgsAuthMethodConfig(METHOD)
+        config.setName(LOCAL_CONFIG_NAME)
+        config.setConfig("username", "token")
+        config.setConfig("password", token)
+        stored = manager.storeAuthenticationConfig(config)  # (ok, config) in 3.22's bindings
+        ok, saved = stored if isinstance(stored, tuple) else (stored, config)
+        if ok and saved.id():
+            store.setValue(f"{LOCAL_KEY}/authcfg", saved.id())
+            store.remove(f"{LOCAL_KEY}/token")
+            return token, "auth database"
+    store.setValue(f"{LOCAL_KEY}/token", token)
+    return token, "QgsSettings (the auth database has no master password)"

@@ -26,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .areas import Area, search_area
+from .local_panel import LocalServerPanel, column
 from .logic.errors import InputError
 from .logic.hits import Hit
 from .logic.params import MAX_K, IndexParams, Scope, SearchParams
@@ -79,14 +80,11 @@ class HarmaDock(QgsDockWidget):
         self.status_label = QLabel("Not checked yet")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        search_page = QWidget()
-        search_layout = QVBoxLayout(search_page)
-        search_layout.addWidget(self._search_box(settings))
-        search_layout.addWidget(self._results_box(), 1)
         self.tabs = QTabWidget()
-        self.tabs.addTab(scrolled(search_page), "Search")
+        self.tabs.addTab(scrolled(column(self._search_box(settings), grow=self._results_box())), "Search")
         self.tabs.addTab(scrolled(self._index_box()), "Index")
-        self.tabs.addTab(scrolled(self._server_box(settings)), "Server")
+        self.local_panel = LocalServerPanel.from_settings()
+        self.tabs.addTab(scrolled(column(self._server_box(settings), self.local_panel)), "Server")
         layout.addWidget(self.status_label)
         layout.addWidget(self.tabs, 1)
         self.setWidget(body)

@@ -10,6 +10,8 @@ from qgis.PyQt.QtWidgets import QAction
 
 from .controller import Controller
 from .dock import HarmaDock
+from .local_controller import LocalServerController
+from .local_manager import get_manager, release_manager
 from .processing.provider import HarmaProvider
 from .settings import load_settings
 
@@ -26,6 +28,7 @@ class HarmaSearchPlugin:
         self.dock: HarmaDock | None = None
         self.action: QAction | None = None
         self.controller: Controller | None = None
+        self.local: LocalServerController | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
         """Register the Processing provider (QGIS calls this before initGui)."""
@@ -40,6 +43,7 @@ class HarmaSearchPlugin:
         self.dock = HarmaDock(self.iface, settings, self.iface.mainWindow())
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.controller = Controller(self.iface, self.dock, settings)
+        self.local = LocalServerController(self.iface, self.dock, self.controller, get_manager())
         self.action = QAction(QIcon(ICON), "HarMA Search", self.iface.mainWindow())
         self.action.setCheckable(True)
         self.action.setChecked(True)
@@ -48,9 +52,14 @@ class HarmaSearchPlugin:
         self.iface.addPluginToRasterMenu(MENU, self.action)
         self.iface.addRasterToolBarIcon(self.action)
         self.controller.check_server()
+        self.local.autostart()
 
     def unload(self) -> None:
         """Remove everything initGui and initProcessing added."""
+        if self.local is not None:
+            self.local.shutdown()
+            self.local = None
+        release_manager()  # stops the local server
         if self.controller is not None:
             self.controller.shutdown()
             self.controller = None

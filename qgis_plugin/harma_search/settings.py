@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from qgis.core import Qgis, QgsMessageLog, QgsSettings
 
-from .auth import load_token, remove_token, store_token
+from .auth import LOCAL_KEY, load_token, local_token, remove_token, store_token
 from .logic.api import DEFAULT_SERVER_URL
 from .logic.errors import PluginError
 from .network import LOG_TAG
@@ -39,6 +39,12 @@ def _migrate_plain_token(store: QgsSettings) -> None:
     store.remove(f"{PREFIX}/token")
 
 
+def is_local_url(url: str) -> bool:
+    """True when url is the plugin's own server (its token is kept apart from the one typed in the dock)."""
+    local = str(QgsSettings().value(f"{LOCAL_KEY}/url", "", type=str))
+    return bool(local) and url.rstrip("/") == local
+
+
 def load_settings(with_token: bool = True) -> PluginSettings:
     """Read the settings (defaults for missing keys); the token comes from the auth database.
 
@@ -49,9 +55,13 @@ def load_settings(with_token: bool = True) -> PluginSettings:
         _migrate_plain_token(store)
     defaults = PluginSettings()
     authcfg = str(store.value(f"{PREFIX}/authcfg", "", type=str))
+    url = str(store.value(f"{PREFIX}/server_url", defaults.server_url, type=str))
+    token = ""
+    if with_token:
+        token = local_token()[0] if is_local_url(url) else load_token(authcfg)
     return PluginSettings(
-        server_url=str(store.value(f"{PREFIX}/server_url", defaults.server_url, type=str)),
-        token=load_token(authcfg) if with_token else "",
+        server_url=url,
+        token=token,
         default_k=int(store.value(f"{PREFIX}/default_k", defaults.default_k, type=int)),
         authcfg=authcfg,
     )
@@ -64,7 +74,9 @@ def save_settings(settings: PluginSettings) -> PluginSettings:
     """
     store = QgsSettings()
     authcfg = settings.authcfg or str(store.value(f"{PREFIX}/authcfg", "", type=str))
-    if settings.token:
+    if is_local_url(settings.server_url):
+        pass  # the local server's token has its own place (auth.local_token); the typed one stays as it was
+    elif settings.token:
         if load_token(authcfg) != settings.token:
             authcfg = store_token(settings.token, authcfg)
     elif authcfg:

@@ -106,6 +106,20 @@ PARENT_POLL_S = 0.5  # how often a worker checks that the indexing process still
 
 
 def _alive(pid: int) -> bool:
+    """True while process `pid` runs. On Windows os.kill(pid, 0) would terminate it: ask the kernel instead."""
+    if os.name == "nt":
+        import ctypes
+
+        kernel = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        try:
+            ok = kernel.GetExitCodeProcess(handle, ctypes.byref(code))
+        finally:
+            kernel.CloseHandle(handle)
+        return bool(ok) and code.value == 259  # STILL_ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,9 +156,12 @@ def _executor(workers: int) -> ProcessPoolExecutor:
             return pool
         if isinstance(pool, ProcessPoolExecutor):
             pool.shutdown(wait=False, cancel_futures=True)
-        # forkserver: workers fork from a clean server, never from this process's torch/ORT threads
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["server.indexing.tile_reader"])
+        # forkserver: workers fork from a clean server, never from this process's ORT threads; Windows and
+        # macOS builds without it spawn fresh interpreters instead
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["server.indexing.tile_reader"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=watch_parent,
                                    initargs=(os.getpid(),))
         _POOL.update(pool=pool, workers=workers)

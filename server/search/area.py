@@ -18,6 +18,7 @@ from server.errors import InvalidRequest
 from server.store import gpkg
 
 MAX_VERTICES = 100_000
+MIN_INSIDE = 0.5  # a search area ranks only tiles with at least this share of their area inside it
 _AREA_TYPES = ("Polygon", "MultiPolygon")
 
 
@@ -104,9 +105,10 @@ def geometry_lonlat(geom: Any, crs: str = "EPSG:4326") -> BaseGeometry:
     return area
 
 
-def candidates(col: Any, area: BaseGeometry) -> list[int]:
-    """Live tile ids whose footprint intersects the area: envelope filter in SQL; a tile whose envelope lies
-    inside a rectangular part of the area is in, the rest get one vectorised exact test."""
+def candidates(col: Any, area: BaseGeometry, min_inside: float = 0.0) -> list[int]:
+    """Live tile ids whose footprint intersects the area (min_inside 0) or has at least that share of its
+    area inside it: envelope filter in SQL; a tile whose envelope lies inside a rectangular part of the area is
+    in, the rest get one vectorised exact test. Shares are of areas in degrees, exact enough for a tile."""
     keep: list[np.ndarray] = []
     for part in getattr(area, "geoms", [area]):
         west, south, east, north = part.bounds
@@ -115,6 +117,13 @@ def candidates(col: Any, area: BaseGeometry) -> list[int]:
         if part.equals(box(west, south, east, north)):
             inside = (env[:, 0] >= west) & (env[:, 1] >= south) & (env[:, 2] <= east) & (env[:, 3] <= north)
         edge = np.flatnonzero(~inside)
-        hit = shapely.intersects(gpkg.decode_geometries([blobs[i] for i in edge]), area) if len(edge) else []
+        hit = np.zeros(0, dtype=bool)
+        if len(edge):
+            geoms = gpkg.decode_geometries([blobs[i] for i in edge])
+            hit = shapely.intersects(geoms, area)
+            if min_inside > 0:
+                whole = shapely.area(geoms)
+                shared = shapely.area(shapely.intersection(geoms, area))
+                hit &= shared >= min_inside * np.maximum(whole, 1e-300)
         keep += [ids[inside], ids[edge[hit]]]
     return np.unique(np.concatenate(keep)).tolist() if keep else []

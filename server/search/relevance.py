@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from harma_core.calibration import Calibration as ScoreCalibration
 
 REFERENCE_QUERIES = 512  # bank captions (or tiles, for by-example) whose best hit calibrates a collection
 GATE_SAMPLE = 2000  # bank captions whose nearest other caption sets the text gate
@@ -98,8 +101,9 @@ def _best_of(col: Any, queries: np.ndarray, skip_self: bool) -> np.ndarray:
 class Relevance:
     """Calibrations per collection and per query kind, computed on first use; thread-safe."""
 
-    def __init__(self, bank: Bank | None) -> None:
+    def __init__(self, bank: Bank | None, calibration: ScoreCalibration | None = None) -> None:
         self.bank = bank
+        self.calibration = calibration  # text queries' P(match) (server/search/calibrated.py); None: percentiles
         self.gate = TextGate.from_bank(bank.vectors) if bank is not None else None
         self._cache: dict[tuple[str, str], Calibration] = {}
         self._lock = threading.Lock()

@@ -12,11 +12,11 @@ import numpy as np
 from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
-from harma_core import embed_texts
-from harma_core.prompts import embed_queries, is_keyword
+from harma_core.prompts import embed_query_pair
 from server.errors import InvalidRequest
 from server.search import feedback
-from server.search.area import bbox_lonlat, candidates, geometry_lonlat
+from server.search.area import MIN_INSIDE, bbox_lonlat, candidates, geometry_lonlat
+from server.search.calibrated import calibration_for, no_match, probability
 from server.search.dedupe import suppress
 from server.search.hubness import Reranker, bank_for, can_rerank
 from server.search.relevance import Relevance
@@ -60,8 +60,7 @@ class TextEmbedder:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return self._cache[key]
-        plain = embed_texts(self.model, [key])[0]
-        pair = (plain, embed_queries(self.model, [key], plain[None])[0] if is_keyword(key) else plain)
+        pair = embed_query_pair(self.model, key)  # one encoder call for the words and their phrasings
         for vec in pair:
             vec.setflags(write=False)
         with self._lock:
@@ -78,7 +77,8 @@ def ranking_for(model: Any) -> tuple[Relevance, Reranker | None]:
     with _ranking_lock:
         if identity not in _ranking:
             bank = bank_for(model)
-            _ranking[identity] = (Relevance(bank), Reranker(bank) if can_rerank(bank) else None)
+            rel = Relevance(bank, calibration_for(model, bank))
+            _ranking[identity] = (rel, Reranker(bank) if can_rerank(bank) else None)
         return _ranking[identity]
 
 
@@ -91,6 +91,7 @@ class _Query:
     gate: float | None = None
     classifier: feedback.Classifier | None = None
     expanded: bool = False  # a text vector moved toward its nearest bank captions' training images
+    text: str | None = None
 
 
 def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
@@ -122,8 +123,8 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
             # how caption-like the words as typed are (templates would lend gibberish a caption's shape)
             gate = rel.text_gate(plain, sims if plain is vec else None)
             if req.expand and rel.bank is not None and rel.bank.expands:
-                return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True)
-            return _Query(vec, "text", gate=gate)
+                return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True, text=req.text)
+            return _Query(vec, "text", gate=gate, text=req.text)
         return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
     source = _owner(store, req, names, model)
     pos = source.vectors(list(req.positive)) if req.positive else np.zeros((0, source.manifest["model"]["dim"]))
@@ -147,10 +148,20 @@ def _relevance_of(rel: Relevance, q: _Query, col: Collection, cos: np.ndarray) -
     return rel.of_example(col, cos)
 
 
+def _calibrated(rel: Relevance, q: _Query, reranker: Reranker | None) -> bool:
+    """True when this query's relevance is the model's calibrated P(match): a text query, a calibration, and
+    the offsets it was fitted on."""
+    return q.kind == "text" and rel.calibration is not None and reranker is not None
+
+
 def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance, rerank: Reranker | None,
-          area_ids: dict[str, list[int] | None], fetch: int) -> tuple[list[tuple], bool]:
+          area_ids: dict[str, list[int] | None], fetch: int, reranker: Reranker | None = None
+          ) -> tuple[list[tuple], bool]:
     """Candidates of every collection passing the thresholds as (rank key, cosine, relevance, corrected,
-    tile id, collection), best first; and whether every collection gave fewer than `fetch` (nothing more)."""
+    tile id, collection), best first; and whether every collection gave fewer than `fetch` (nothing more).
+    With a calibrated model a text query ranks by relevance (ties by the corrected score); `reranker` gives
+    the corrected score relevance is read from even when the ranking is the plain cosine."""
+    calibrated = _calibrated(rel, q, reranker)
     out: list[tuple] = []
     exhausted = True
     for col in cols:
@@ -160,8 +171,13 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
             continue
         ids = [t for t, _ in found]
         cos = np.round(np.array([s for _, s in found], dtype=np.float64), 6)
-        relv = _relevance_of(rel, q, col, cos)
-        corr = np.round(rerank.corrected(col, ids, cos), 6) if rerank is not None else None
+        source = rerank if rerank is not None else reranker if calibrated else None
+        corr = np.round(source.corrected(col, ids, cos), 6) if source is not None else None
+        if calibrated:
+            assert corr is not None and rel.calibration is not None and q.text is not None
+            relv = probability(rel.calibration, corr, q.text, q.gate)
+        else:
+            relv = _relevance_of(rel, q, col, cos)
         if relv is not None:
             relv = np.round(relv, 4)
         elif req.min_score is not None:
@@ -175,9 +191,14 @@ def _hits(cols: list[Collection], q: _Query, req: SearchRequest, rel: Relevance,
             if req.min_score is not None and r is not None and r < req.min_score:
                 continue
             c = None if corr is None else float(corr[i])
-            key = c if c is not None else r if q.kind == "feedback" and r is not None else float(cos[i])
+            if calibrated and rerank is not None and r is not None:
+                key = r
+            else:
+                key = c if rerank is not None and c is not None else \
+                    r if q.kind == "feedback" and r is not None else float(cos[i])
             out.append((key, float(cos[i]), r, c, tile_id, col))
-    out.sort(key=lambda h: (-h[0], h[5].name, h[4]))
+    # ties of the key (a flat stretch of the calibration) keep the order of the finer score
+    out.sort(key=lambda h: (-h[0], -(h[3] if h[3] is not None else h[1]), h[5].name, h[4]))
     return out, exhausted
 
 
@@ -252,13 +273,13 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
         area = bbox_lonlat(req.bbox, req.bbox_crs)
     elif req.geometry is not None:
         area = geometry_lonlat(req.geometry, req.geometry_crs)
-    area_ids = {c.name: candidates(c, area) if area is not None else None for c in cols}
+    area_ids = {c.name: candidates(c, area, MIN_INSIDE) if area is not None else None for c in cols}
     want = MAX_ALL if req.all else req.k
     fetch = want * OVERFETCH if req.dedupe and not req.all else want
     if rerank is not None:
         fetch = max(fetch, RERANK_POOL)
     while True:
-        hits, exhausted = _hits(cols, q, req, rel, rerank, area_ids, fetch)
+        hits, exhausted = _hits(cols, q, req, rel, rerank, area_ids, fetch, reranker)
         hits, rows, kept, folded = _select(cols, hits, req, want)
         if len(kept) >= want or exhausted or fetch >= MAX_FETCH:
             break
@@ -278,16 +299,28 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
                                  "bbox_crs": req.bbox_crs if req.bbox else None}
     if req.geometry is not None:
         area_json.update(geometry=_geojson_geometry(area), geometry_crs="EPSG:4326")
-    by = "feedback" if q.kind == "feedback" else "querybank" if rerank is not None else "cosine"
+    if area is not None:
+        area_json["area_rule"] = f"tiles with at least {MIN_INSIDE:.0%} of their area inside"
+        area_json["min_inside"] = MIN_INSIDE
+    calibrated = _calibrated(rel, q, reranker)
+    by = "feedback" if q.kind == "feedback" else "relevance" if calibrated and rerank is not None else \
+        "querybank" if rerank is not None else "cosine"
     scoring: dict[str, Any] = {
         "ranked_by": by,
         "score": {"cosine": "cosine with the query vector", "feedback": "classifier probability",
-                  "querybank": "cosine minus the tile's querybank offset (QB-Norm)"}[by],
+                  "querybank": "cosine minus the tile's querybank offset (QB-Norm)",
+                  "relevance": "relevance (ties broken by the querybank-corrected cosine)"}[by],
         "cosine": "cosine with the query vector" if q.kind != "feedback" else
                   "cosine with the feedback classifier's direction",
         "relevance": {"text": "share of real captions whose best hit here scores lower, times the text gate",
                       "example": "share of sampled tiles whose nearest other tile is less similar",
-                      "feedback": "classifier probability"}[q.kind]}
+                      "feedback": "classifier probability"}[q.kind],
+        "calibrated": calibrated}
+    if calibrated:
+        assert rel.calibration is not None
+        scoring["relevance"] = ("probability that the tile shows what was asked (calibrated on val from the "
+                                "querybank-corrected cosine, calibration.json), times the text gate")
+        scoring["no_match_below"] = rel.calibration.no_match_below
     if q.kind == "text":
         scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
         scoring["expanded"] = q.expanded
@@ -301,7 +334,10 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
            "query": {**query, "k": req.k, "collections": names, **area_json, "min_score": req.min_score,
                      "min_cosine": req.min_cosine, "dedupe": req.dedupe,
                      "dedupe_iou": req.dedupe_iou if req.dedupe else None, "expand": req.expand, "all": req.all},
-           "scoring": scoring}
+           "scoring": scoring, "no_match": False, "no_match_reason": None}
+    if q.kind == "text" and q.text is not None:
+        threshold = rel.calibration.no_match_below if calibrated and rel.calibration is not None else 0.0
+        out["no_match"], out["no_match_reason"] = no_match(features, threshold, q.gate, req.min_score, q.text)
     if req.all:
         out["truncated"] = len(features) >= MAX_ALL and not exhausted
     return out

@@ -54,6 +54,8 @@ class VectorFile:
     def open(cls, fd: int, index: Any, ids: np.ndarray) -> VectorFile | None:
         """A view of the index file open at fd, or None when it does not match `index` (loaded from or saved
         to that file; `ids` is its `get_ids_list()`) exactly."""
+        if os.name == "nt":  # a mapped file cannot be replaced on Windows: saves would fail; gather with get_items
+            return None
         size = os.fstat(fd).st_size
         if size < _HEADER.size:
             return None

@@ -8,13 +8,14 @@ from qgis.PyQt.QtGui import QIcon
 
 from .index_algorithm import IndexRastersAlgorithm
 from .search_algorithm import SearchByTextAlgorithm
+from .setup_algorithm import SetupServerAlgorithm
 from .train_algorithm import TrainAdapterAlgorithm
 
 ICON = str(Path(__file__).resolve().parents[1] / "icon.svg")
 
 
 class HarmaProvider(QgsProcessingProvider):
-    """Provides 'Search imagery by text' and 'Index rasters'."""
+    """Provides search, indexing, adapter training and setting up the local server."""
 
     def id(self) -> str:  # noqa: A003 - QGIS API name
         """Provider id used in algorithm ids (harma_search:...)."""
@@ -33,3 +34,4 @@ class HarmaProvider(QgsProcessingProvider):
         self.addAlgorithm(SearchByTextAlgorithm())
         self.addAlgorithm(IndexRastersAlgorithm())
         self.addAlgorithm(TrainAdapterAlgorithm())
+        self.addAlgorithm(SetupServerAlgorithm())
