@@ -7,6 +7,7 @@ window), so a retried task's rows count once and a shard is written only when al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -36,6 +37,22 @@ def connect(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ServerError(f"cannot join the Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
                           "give its HOST:PORT, and set RAY_AUTH_MODE=token if it uses token auth") from e
+    if not address:  # our own local cluster: end it if this process dies without ray.shutdown()
+        session = _session_dir()
+        if session:
+            from server.indexing.ray_reaper import watch
+
+            watch(session, os.getpid())
+
+
+def _session_dir() -> str | None:
+    """The folder of the local Ray session this driver started (Ray's node API; None if it moved)."""
+    try:
+        from ray._private import worker
+
+        return str(worker.global_worker.node.get_session_dir_path())
+    except (ImportError, AttributeError):
+        return None
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -103,3 +120,23 @@ def run_ray(chunks: list[Chunk], todo: list[int], collector: ShardCollector, mod
         if progress:
             progress(n)
     collector.check_done()
+
+
+def run_or_explain(chunks: Sequence[Chunk], todo: Sequence[int], collector: ShardCollector, model_spec: str, *,
+                   shards_dir: Any, **kwargs: Any) -> None:
+    """run_ray, and when the cluster itself fails mid-run (a raylet or node killed, the GCS gone) one error
+    that says what is kept and how to resume, instead of Ray's internals."""
+    import ray
+
+    try:
+        run_ray(chunks, todo, collector, model_spec, **kwargs)
+    except ServerError:
+        raise
+    except (ray.exceptions.RayError, ConnectionError, RuntimeError, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        written = sum(1 for c in todo if c not in collector.rows)
+        with contextlib.suppress(Exception):  # stop the core worker now: its recovery chatter would follow our line
+            ray.shutdown()
+        raise ServerError(f"the Ray cluster failed during the run ({type(e).__name__}: {reason}); the "
+                          f"{written} shard(s) finished are kept in {shards_dir}: restart the cluster "
+                          "(or drop --ray-address for a local one) and run the same command again to resume") from e

@@ -114,9 +114,10 @@ def run_sharded(store_dir: str, name: str, paths: list[str], model: Any, params:
 
     try:
         if engine == "ray":
-            ray_engine.run_ray(chunks, todo, collector, model_spec or model.name, device=device,
-                               batch_size=batch_size, out_side=getattr(model, "image_size", None),
-                               progress=on_rows, actors=actors, runtime=runtime, views=col.params.views)
+            ray_engine.run_or_explain(chunks, todo, collector, model_spec or model.name, device=device,
+                                      batch_size=batch_size, out_side=getattr(model, "image_size", None),
+                                      progress=on_rows, actors=actors, runtime=runtime, views=col.params.views,
+                                      shards_dir=out_dir)
         else:
             run_in_process(chunks, todo, Encoder(model, batch_size=batch_size, views=col.params.views), collector, progress=on_rows)
     finally:
