@@ -82,7 +82,12 @@ def format_hits(fc: dict[str, Any]) -> str:
     """A plain table of hits."""
     if not fc["features"]:
         return "no hits"
-    lines = [f"{'rank':>4}  {'score':>7}  {'cosine':>7}  {'relev.':>6}  {'tile':>6}  window (col,row,w,h)   raster"]
+    head = []
+    if fc.get("no_match"):
+        text = fc.get("query", {}).get("text")
+        head = [f"no tile looks like {text!r}: {fc.get('no_match_reason') or 'every hit is an unlikely match'}; "
+                "the closest tiles follow"]
+    lines = [*head, f"{'rank':>4}  {'score':>7}  {'cosine':>7}  {'relev.':>6}  {'tile':>6}  window (col,row,w,h)   raster"]
     for f in fc["features"]:
         p = f["properties"]
         cosine = p.get("cosine", p["score"])

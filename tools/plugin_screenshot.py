@@ -1,7 +1,7 @@
 """Save a PNG of the QGIS plugin's dock beside a results layer rendered in an offscreen map (QGIS's Python).
 
 Usage: .venv-qgis/bin/python tools/plugin_screenshot.py --server http://127.0.0.1:8765 --collection NAME \
-    --query "a river" OUT.png
+    --query "a river" [--query "forest" ...] OUT.png
 The server must be running and the collection indexed (dock, Processing or tools/index.py).
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="PNG file to write")
     parser.add_argument("--server", default="http://127.0.0.1:8765", help="server URL")
     parser.add_argument("--collection", required=True, help="collection to search")
-    parser.add_argument("--query", default="buildings and roads", help="text query")
+    parser.add_argument("--query", action="append", help="text query (repeat for several searches; the last "
+                        "one is shown, the others are in the dock's result history)")
     parser.add_argument("--k", type=int, default=8, help="number of results")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QgsApplication([], True)
     app.initQgis()
     try:
-        print(search_screenshot(args.server, args.collection, args.query, args.k, args.out))
+        print(search_screenshot(args.server, args.collection, args.query or ["beach"], args.k, args.out))
     except PluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,17 +8,21 @@ from qgis.gui import QgsMapToolIdentifyFeature
 from qgis.PyQt.QtCore import QStandardPaths
 from qgis.PyQt.QtWidgets import QFileDialog
 
+from .area_tool import PolygonDrawTool
 from .dock import HarmaDock
 from .feedback import FeedbackController
+from .history import add_result, label_of, no_match_of, results, show_only, shown_result, zoom_with_context
+from .index_controller import IndexingMixin
 from .logic.errors import PluginError
 from .logic.feedback import FeedbackParams
-from .logic.hits import Hit
-from .logic.operations import best_score, download_previews, fetch_status, no_match_message, run_search
-from .logic.params import IndexParams, SearchParams
+from .logic.hits import Hit, SearchAnswer
+from .logic.operations import best_score, download_previews, fetch_status, no_match_message, search_answer
+from .logic.params import SearchParams
 from .logic.status import JobStatus, ServerStatus
 from .network import LOG_TAG, ServerClient
 from .previews import add_preview
-from .results import add_to_results, alive, build_results_layer, export_geopackage, filter_by_area
+from .result_store import KIND, RESULT, export_geopackage, persist, rewrite_source
+from .results import alive, build_results_layer, filter_by_area, hits_from_layer
 from .settings import PluginSettings, save_settings
 from .tasks import IndexTask, Outcome, ServerTask, TaskResult
 
@@ -31,7 +35,7 @@ def preview_folder() -> str:
     return str(Path(base or QgsApplication.qgisSettingsDirPath()) / "harma_search" / "previews")
 
 
-class Controller:
+class Controller(IndexingMixin):
     """Owns the running tasks (references kept), the newest-query counter and the current results layer."""
 
     def __init__(self, iface, dock: HarmaDock, settings: PluginSettings) -> None:
@@ -48,6 +52,8 @@ class Controller:
         self.last_error = ""
         self.closed = False
         self.map_tool: QgsMapToolIdentifyFeature | None = None
+        self.area_tool: PolygonDrawTool | None = None
+        self.last_job: JobStatus | None = None
         dock.searchRequested.connect(self.search)
         dock.exampleRequested.connect(self.search)
         dock.cancelSearchRequested.connect(self.cancel_search)
@@ -58,7 +64,15 @@ class Controller:
         dock.pickOnMapRequested.connect(self.pick_on_map)
         dock.indexRequested.connect(self.index)
         dock.cancelIndexRequested.connect(self.cancel_index)
+        dock.results.resultChosen.connect(self.show_result)
+        dock.drawAreaRequested.connect(self.draw_area)
         self.feedback = FeedbackController(self)
+        project = QgsProject.instance()
+        project.readProject.connect(self.restore)
+        project.cleared.connect(self.restore)
+        project.writeMapLayer.connect(self._writing_layer)
+        project.layersRemoved.connect(self._layers_removed)
+        self.restore()
 
     @property
     def layer(self) -> QgsVectorLayer | None:
@@ -103,9 +117,17 @@ class Controller:
         for task in self.tasks:
             if task.result is None:
                 task.cancel()
-        if self.map_tool is not None:
-            self.iface.mapCanvas().unsetMapTool(self.map_tool)
+        for tool in (self.map_tool, self.area_tool):
+            if tool is not None:
+                self.iface.mapCanvas().unsetMapTool(tool)
+        if self.area_tool is not None:
+            self.area_tool.clear()
         self.feedback.shutdown()
+        project = QgsProject.instance()
+        project.readProject.disconnect(self.restore)
+        project.cleared.disconnect(self.restore)
+        project.writeMapLayer.disconnect(self._writing_layer)
+        project.layersRemoved.disconnect(self._layers_removed)
 
     def apply_settings(self, settings: PluginSettings) -> None:
         """Keep and persist new settings from the dock (the token goes to the auth database)."""
@@ -150,14 +172,16 @@ class Controller:
         count = dock.preview_spin.value() if previews and dock.preview_check.isChecked() else 0
         folder = preview_folder()
 
-        def work(client: ServerClient, task: ServerTask) -> tuple[list[Hit], list[tuple[Hit, str]], float | None]:
+        def work(client: ServerClient, task: ServerTask) -> tuple[SearchAnswer, list[tuple[Hit, str]], float | None]:
             task.setProgress(10)
-            hits = run_search(client, params)
+            answer = search_answer(client, params)
             if isinstance(params, SearchParams):
-                hits = filter_by_area(hits, params.area_wkt)
+                answer = SearchAnswer(filter_by_area(answer.hits, params.area_wkt), answer.no_match,
+                                      answer.no_match_reason)
             task.setProgress(60)
+            hits = answer.hits
             best = best_score(client, params) if not hits and params.min_score is not None else None
-            return hits, download_previews(client, hits, folder, count) if count and hits else [], best
+            return answer, download_previews(client, hits, folder, count) if count and hits else [], best
 
         dock.set_searching(True)
         dock.begin_search(params.label)
@@ -191,25 +215,72 @@ class Controller:
             self._failed(result, dock.set_search_message)
             return
         self._answered()
-        hits, previews, best = result.value
+        answer, previews, best = result.value
+        hits = answer.hits
         if not hits:
             dock.show_hits([], f"No results for '{params.label}'")
             dock.set_search_message(no_match_message(params, best))
             return
         project = QgsProject.instance()
-        layer = self._layer = build_results_layer(hits, f"HarMA: {params.label}")
-        add_to_results(project, layer)
+        layer = build_results_layer(hits, f"HarMA: {params.label}", answer.no_match)
+        try:  # into the project's GeoPackage, so the result is saved with the project
+            layer = persist(layer, RESULT, project)
+        except PluginError as exc:
+            self._fail(f"{exc} · the result is kept in memory only and is lost when the project closes")
+        self._layer = layer
+        add_result(project, layer, params.label, answer.no_match, answer.no_match_reason)
         for hit, path in reversed(previews):
             try:
                 add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})", layer, hit.raster)
             except PluginError as exc:
                 self._fail(str(exc))
-        dock.show_hits(hits, f"{len(hits)} tiles for '{params.label}' · best score {hits[0].score:.3f}",
-                       self.feedback.marks)
+        self.show_result(layer.id(), zoom=True)
         dock.set_search_message("")
         self.feedback.results_changed(layer)
         if on_layer is not None:
             on_layer(layer)
+
+    # ----- result history -----
+    def show_result(self, layer_id: str, zoom: bool = True) -> None:
+        """Show one result (its hits in the list, its layer and previews on the map), hide the others."""
+        layer = QgsProject.instance().mapLayer(layer_id)
+        if not isinstance(layer, QgsVectorLayer):
+            return
+        self._layer = layer
+        show_only(layer)
+        no_match, reason = no_match_of(layer)
+        self.dock.results.show_result(hits_from_layer(layer), label_of(layer), no_match, reason, self.feedback.marks)
+        self._list_history()
+        if zoom and self.iface is not None:
+            zoom_with_context(self.iface.mapCanvas(), layer)
+        self.feedback.results_changed(layer)
+
+    def _list_history(self) -> None:
+        current = self.layer
+        self.dock.results.set_history([(x.id(), label_of(x)) for x in results()],
+                                      current.id() if current is not None else "")
+
+    def restore(self, *_args) -> None:  # noqa: ANN002 - the project's DOM document, or nothing
+        """Take up the results and marks a (re)opened project holds; the dock lists its history."""
+        self.feedback.restore()
+        layer = shown_result()
+        if layer is None:
+            self._layer = None
+            self.dock.results.show_hits([], "No search yet")
+            self._list_history()
+            return
+        self.show_result(layer.id(), zoom=False)  # the project keeps its own map extent
+
+    def _layers_removed(self, *_ids) -> None:  # noqa: ANN002 - removed layer ids
+        self._list_history()
+
+    def _writing_layer(self, layer, element, document) -> None:  # noqa: ANN001 - QgsMapLayer, QDom*
+        """The project is being saved: a result or marks layer moves next to the project file first."""
+        if isinstance(layer, QgsVectorLayer) and layer.customProperty(KIND):
+            try:
+                rewrite_source(layer, element, document)
+            except PluginError as exc:
+                self._fail(str(exc))
 
     # ----- results -----
     def _feature_id(self, hit: Hit) -> int | None:
@@ -243,7 +314,8 @@ class Controller:
         if not path:
             return None
         try:
-            written = export_geopackage(layer, path)
+            roots = self.server.allowed_roots if self.server is not None else ()
+            written = export_geopackage(layer, path, roots)
         except PluginError as exc:
             self.dock.set_search_message(str(exc))
             return None
@@ -260,47 +332,22 @@ class Controller:
         self.map_tool.featureIdentified.connect(self.pick_feature)
         canvas.setMapTool(self.map_tool)
 
+    def draw_area(self) -> PolygonDrawTool:
+        """Let the analyst draw the search area on the map (corners by left clicks, right click closes)."""
+        canvas = self.iface.mapCanvas()
+        if self.area_tool is not None:
+            self.area_tool.clear()
+        self.area_tool = PolygonDrawTool(canvas)
+        self.area_tool.polygonDrawn.connect(self._area_drawn)
+        canvas.setMapTool(self.area_tool)
+        self.dock.set_search_message("Click the area's corners on the map; right-click to close it")
+        return self.area_tool
+
+    def _area_drawn(self, geometry) -> None:  # noqa: ANN001 - QgsGeometry in the canvas CRS
+        self.dock.drawn = (geometry, self.iface.mapCanvas().mapSettings().destinationCrs())
+        self.dock.set_search_message("Area drawn: Search looks only at tiles mostly inside it")
+
     def pick_feature(self, feature) -> None:  # noqa: ANN001 - QgsFeature from the map tool
         """Select the picked tile in the list and search for similar tiles."""
         self.dock.select_hit(feature["tile_id"])
         self.dock.request_similar()
-
-    # ----- indexing -----
-    def index(self, params: IndexParams) -> IndexTask | None:
-        """Start an indexing job as a task (progress in the dock and the task manager)."""
-        if self.index_task is not None and self.index_task.result is None:
-            self.dock.set_index_message("An indexing job is already running: cancel it or wait")
-            return None
-        task = IndexTask(self.settings, params, self._index_done)
-        task.statusChanged.connect(self._index_progress)
-        self.index_task = task
-        self.dock.set_indexing(True)
-        self.dock.set_index_message(f"Starting to index {len(params.paths)} raster(s)…")
-        return self._start(task)
-
-    def _index_progress(self, status: JobStatus) -> None:
-        if not self.closed:
-            self.dock.show_job(status)
-
-    def cancel_index(self) -> None:
-        """Cancel the running indexing task; it cancels the server job."""
-        if self.index_task is not None:
-            self.index_task.cancel()
-
-    def _index_done(self, result: TaskResult) -> None:
-        if self.closed:
-            return
-        self.dock.set_indexing(False)
-        if result.outcome is Outcome.SUCCESS:
-            self.dock.show_job(result.value)
-            name = self.index_task.params.collection
-            combo = self.dock.collection_combo
-            if not combo.currentText().strip():
-                combo.setCurrentText(name)
-            elif combo.currentText() != name:  # never switch what the analyst is searching
-                self.dock.set_index_message(f"{result.value.describe()} · choose '{name}' under Collection to search it")
-            self.check_server()
-        elif result.outcome is Outcome.CANCELLED:
-            self.dock.set_index_message(result.error)
-        else:
-            self._failed(result, self.dock.set_index_message)

@@ -1,8 +1,8 @@
 """The HarMA dock: turns widget state into parameter dataclasses and shows what the plugin reports."""
 from __future__ import annotations
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsVectorLayer, QgsWkbTypes
+from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -14,9 +14,6 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -25,33 +22,43 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .areas import Area, search_area
+from .areas import Area, Drawn, search_area
+from .index_panel import IndexPanel
 from .local_panel import LocalServerPanel, column
 from .logic.errors import InputError
 from .logic.hits import Hit
 from .logic.params import MAX_K, IndexParams, Scope, SearchParams
-from .logic.sources import path_from_source, rasters_in_folder, unique_paths
 from .logic.status import JobStatus, ServerStatus
-from .results_panel import ResultsPanel
+from .result_store import KIND
+from .results_panel import ResultsDock
 from .settings import PluginSettings
 
 SCOPE_LABELS = {Scope.WHOLE: "Whole collection", Scope.EXTENT: "Current map extent",
-                Scope.SELECTION: "Selected polygons of a layer"}
-NO_MIN_SCORE = -1.0  # 'any': a cosine score is never below -1
+                Scope.DRAWN: "Polygon drawn on the map", Scope.SELECTION: "Selected features of a layer"}
+NO_MIN_SCORE = 0.0  # 'any': relevance is never below 0
 STATUS_COLORS = {"ok": "#1a7f37", "error": "#b00020", "pending": "#5f6368"}
 
 
 def scrolled(widget: QWidget) -> QScrollArea:
-    """widget inside a frameless scroll area, so a tab never asks for more height than the screen has."""
+    """widget inside a frameless scroll area that only scrolls up and down (never sideways), so a tab never
+    asks for more height than the screen has."""
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setWidget(widget)
     return area
 
 
+def narrow(combo: QComboBox, chars: int = 10) -> None:
+    """Let a combo shrink with a narrow dock (long entries are elided, not widening the dock)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+
+
 class HarmaDock(QgsDockWidget):
-    """Server status line above three tabs: Search (form and results), Index and Server."""
+    """Server status line above three tabs: Search, Index and Server; the results live in their own dock
+    (`results_dock`), so the list and the feedback buttons stay in view."""
 
     searchRequested = pyqtSignal(object)  # SearchParams
     cancelSearchRequested = pyqtSignal()
@@ -68,12 +75,17 @@ class HarmaDock(QgsDockWidget):
     findAllRequested = pyqtSignal()
     indexRequested = pyqtSignal(object)  # IndexParams
     cancelIndexRequested = pyqtSignal()
+    drawAreaRequested = pyqtSignal()
 
     def __init__(self, iface, settings: PluginSettings, parent: QWidget | None = None) -> None:
         super().__init__("HarMA Search", parent)
         self.setObjectName("HarmaSearchDock")
         self.iface = iface
         self.authcfg = settings.authcfg
+        self.drawn: Drawn = None  # the polygon drawn on the map, with its CRS
+        self.models: dict[str, str] = {}
+        self.results_dock = ResultsDock(parent)
+        self._results_box()
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -81,7 +93,7 @@ class HarmaDock(QgsDockWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.tabs = QTabWidget()
-        self.tabs.addTab(scrolled(column(self._search_box(settings), grow=self._results_box())), "Search")
+        self.tabs.addTab(scrolled(self._search_box(settings)), "Search")
         self.tabs.addTab(scrolled(self._index_box()), "Index")
         self.local_panel = LocalServerPanel.from_settings()
         self.tabs.addTab(scrolled(column(self._server_box(settings), self.local_panel)), "Server")
@@ -91,14 +103,31 @@ class HarmaDock(QgsDockWidget):
         self.set_searching(False)
         self.set_indexing(False)
         project = QgsProject.instance()
-        project.layersAdded.connect(self.refresh_raster_layers)
-        project.layersRemoved.connect(self.refresh_raster_layers)
+        project.layersAdded.connect(self._layers_changed)
+        project.layersRemoved.connect(self._layers_changed)
 
     def disconnect_project(self) -> None:
         """Stop following the project's layers (on unload)."""
         project = QgsProject.instance()
-        project.layersAdded.disconnect(self.refresh_raster_layers)
-        project.layersRemoved.disconnect(self.refresh_raster_layers)
+        project.layersAdded.disconnect(self._layers_changed)
+        project.layersRemoved.disconnect(self._layers_changed)
+
+    def _layers_changed(self, *_changed) -> None:  # noqa: ANN002 - layers added or removed
+        self.refresh_raster_layers()
+        self._offer_area_layers()
+
+    def _offer_area_layers(self) -> None:
+        """The polygon-layer list offers the project's own polygon layers, never the plugin's results or marks;
+        it moves off a plugin layer to the first other polygon layer."""
+        project = QgsProject.instance()
+        ours = [layer for layer in project.mapLayers().values() if layer.customProperty(KIND)
+                or layer.name().startswith("HarMA")]
+        self.area_layer_combo.setExceptedLayerList(ours)
+        current = self.area_layer_combo.currentLayer()
+        if current is None or current in ours:
+            polygons = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsVectorLayer)
+                        and layer not in ours and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry]
+            self.area_layer_combo.setLayer(polygons[0] if polygons else None)
 
     # ----- building -----
     def _server_box(self, settings: PluginSettings) -> QGroupBox:
@@ -122,8 +151,13 @@ class HarmaDock(QgsDockWidget):
     def _search_box(self, settings: PluginSettings) -> QGroupBox:
         box = QGroupBox("Search")
         form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.collection_combo = QComboBox()
         self.collection_combo.setEditable(True)
+        self.collection_combo.currentTextChanged.connect(self._show_model)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        self.model_label.setStyleSheet("color: #5f6368;")
         self.query_edit = QLineEdit()
         self.query_edit.setPlaceholderText("e.g. a river next to farmland")
         self.query_edit.returnPressed.connect(self.request_search)
@@ -134,48 +168,59 @@ class HarmaDock(QgsDockWidget):
         for scope, label in SCOPE_LABELS.items():
             self.scope_combo.addItem(label, scope.value)
         self.area_layer_combo = QgsMapLayerComboBox()
-        for combo in (self.collection_combo, self.scope_combo, self.area_layer_combo):  # narrow docks too
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
         self.area_layer_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.area_layer_combo.setToolTip("Search within the selected features of this polygon layer")
+        self.draw_button = QPushButton("Draw")
+        self.draw_button.setToolTip("Click the area's corners on the map; right-click to close it")
+        self.draw_button.clicked.connect(self.drawAreaRequested)
+        for combo in (self.collection_combo, self.scope_combo, self.area_layer_combo):  # narrow docks too
+            narrow(combo)
         self.scope_combo.currentIndexChanged.connect(self._scope_changed)
         self.min_score_spin = QDoubleSpinBox()
         self.min_score_spin.setRange(NO_MIN_SCORE, 1.0)
-        self.min_score_spin.setSingleStep(0.01)
-        self.min_score_spin.setDecimals(3)
+        self.min_score_spin.setSingleStep(0.05)
+        self.min_score_spin.setDecimals(2)
         self.min_score_spin.setSpecialValueText("any")
         self.min_score_spin.setValue(NO_MIN_SCORE)
-        self.preview_check = QCheckBox("Add previews of the top")
+        self.min_score_spin.setToolTip("Keep hits whose relevance (the probability that a tile shows what you "
+                                       "asked, 0-1) is at least this: ≥ 0.5 strong, 0.2-0.5 possible, < 0.2 weak")
+        area_row = QHBoxLayout()
+        area_row.addWidget(self.area_layer_combo, 1)
+        area_row.addWidget(self.draw_button)
+        self.preview_check = QCheckBox("Previews")
+        self.preview_check.setToolTip("Add the georeferenced crops of the top tiles below the results layer")
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 20)
         self.preview_spin.setValue(3)
-        preview_row = QHBoxLayout()
-        preview_row.addWidget(self.preview_check)
-        preview_row.addWidget(self.preview_spin)
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(self.request_search)
         self.cancel_search_button = QPushButton("Cancel")
         self.cancel_search_button.clicked.connect(self.cancelSearchRequested)
+        self.k_spin.setMaximumWidth(80)
+        self.min_score_spin.setMaximumWidth(80)
+        numbers = QHBoxLayout()
+        numbers.addWidget(self.k_spin)
+        numbers.addWidget(QLabel("min relevance"))
+        numbers.addWidget(self.min_score_spin)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.search_button)
-        buttons.addWidget(self.cancel_search_button)
+        for widget in (self.preview_check, self.preview_spin, self.search_button, self.cancel_search_button):
+            buttons.addWidget(widget)
         self.search_label = QLabel("")
         self.search_label.setWordWrap(True)
         form.addRow("Collection", self.collection_combo)
+        form.addRow(self.model_label)
         form.addRow("Query", self.query_edit)
-        form.addRow("Results (k)", self.k_spin)
+        form.addRow("Results (k)", numbers)
         form.addRow("Scope", self.scope_combo)
-        form.addRow("Polygon layer", self.area_layer_combo)
-        self.min_score_spin.setToolTip("Keep hits whose cosine score is at least this")
-        form.addRow("Min score", self.min_score_spin)
-        form.addRow(preview_row)
+        form.addRow("Area", area_row)
         form.addRow(buttons)
         form.addRow(self.search_label)
         self._scope_changed()
+        self._offer_area_layers()
         return box
 
-    def _results_box(self) -> ResultsPanel:
-        self.results = panel = ResultsPanel()
+    def _results_box(self) -> None:
+        self.results = panel = self.results_dock.panel
         self.results_list = panel.list
         self.similar_button, self.pick_button = panel.similar_button, panel.pick_button
         self.export_button = panel.export_button
@@ -188,48 +233,21 @@ class HarmaDock(QgsDockWidget):
         panel.markOnMapRequested.connect(self.markOnMapRequested)
         panel.refineRequested.connect(self.refineRequested)
         panel.findAllRequested.connect(self.findAllRequested)
-        return panel
 
-    def _index_box(self) -> QGroupBox:
-        box = QGroupBox("Index rasters")
-        form = QFormLayout(box)
-        self.raster_list = QListWidget()
-        self.raster_list.setMinimumHeight(60)
-        self.raster_list.setMaximumHeight(110)
-        self.refresh_rasters_button = QPushButton("Refresh layer list")
-        self.refresh_rasters_button.clicked.connect(self.refresh_raster_layers)
-        self.folder_widget = QgsFileWidget()
-        self.folder_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.index_collection_edit = QLineEdit()
-        self.index_collection_edit.setPlaceholderText("collection name (created if new)")
-        self.tile_size_spin = QSpinBox()
-        self.tile_size_spin.setRange(0, 8192)
-        self.tile_size_spin.setSpecialValueText("server default")
-        self.index_button = QPushButton("Index")
-        self.index_button.clicked.connect(self.request_index)
-        self.cancel_index_button = QPushButton("Cancel indexing")
-        self.cancel_index_button.clicked.connect(self.cancelIndexRequested)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.index_button)
-        buttons.addWidget(self.cancel_index_button)
-        self.index_progress = QProgressBar()
-        self.index_progress.setRange(0, 100)
-        self.index_label = QLabel("")
-        self.index_label.setWordWrap(True)
-        form.addRow("Raster layers", self.raster_list)
-        form.addRow(self.refresh_rasters_button)
-        form.addRow("or folder", self.folder_widget)
-        form.addRow("Collection", self.index_collection_edit)
-        form.addRow("Tile size (px)", self.tile_size_spin)
-        form.addRow(buttons)
-        form.addRow(self.index_progress)
-        form.addRow(self.index_label)
-        self.refresh_raster_layers()
-        return box
+    def _index_box(self) -> IndexPanel:
+        self.index_panel = panel = IndexPanel()
+        panel.collection_fallback = lambda: self.collection_combo.currentText().strip()
+        panel.indexRequested.connect(self.indexRequested)
+        panel.cancelIndexRequested.connect(self.cancelIndexRequested)
+        for name in ("raster_list", "refresh_rasters_button", "folder_widget", "index_collection_edit",
+                     "tile_size_spin", "index_button", "cancel_index_button", "index_progress", "index_label"):
+            setattr(self, name, getattr(panel, name))
+        return panel
 
     # ----- widget state -> parameters -----
     def _scope_changed(self) -> None:
         self.area_layer_combo.setEnabled(self.scope() is Scope.SELECTION)
+        self.draw_button.setEnabled(self.scope() is Scope.DRAWN)
 
     def scope(self) -> Scope:
         """The chosen search scope."""
@@ -241,7 +259,7 @@ class HarmaDock(QgsDockWidget):
 
     def _area(self) -> Area:
         return search_area(self.iface.mapCanvas() if self.iface else None, self.scope(),
-                           self.area_layer_combo.currentLayer())
+                           self.area_layer_combo.currentLayer(), self.drawn)
 
     def _min_score(self) -> float | None:
         value = self.min_score_spin.value()
@@ -259,17 +277,7 @@ class HarmaDock(QgsDockWidget):
 
     def index_params(self) -> IndexParams:
         """The indexing request the widgets describe; raises InputError."""
-        paths = []
-        for row in range(self.raster_list.count()):
-            item = self.raster_list.item(row)
-            if item.checkState() == Qt.CheckState.Checked:
-                paths.append(item.data(Qt.ItemDataRole.UserRole))
-        folder = self.folder_widget.filePath().strip()
-        if folder:
-            paths.extend(rasters_in_folder(folder))
-        tile_size = self.tile_size_spin.value() or None
-        collection = self.index_collection_edit.text().strip() or self.collection_combo.currentText().strip()
-        return IndexParams(collection=collection, paths=unique_paths(paths), tile_size=tile_size)
+        return self.index_panel.index_params()
 
     def request_search(self) -> None:
         """Emit searchRequested with the current parameters, or show why it cannot run."""
@@ -282,15 +290,6 @@ class HarmaDock(QgsDockWidget):
             self.set_search_message("Pick a result in the list (or on the map) to find similar tiles")
             return
         self._emit(self.exampleRequested, lambda: self.search_params(tile_id=hit.tile_id))
-
-    def request_index(self) -> None:
-        """Emit indexRequested with the current parameters, or show why it cannot run."""
-        try:
-            params = self.index_params()
-        except InputError as exc:
-            self.index_label.setText(str(exc))
-            return
-        self.indexRequested.emit(params)
 
     def _emit(self, signal, build) -> None:  # noqa: ANN001 - a bound signal and a factory
         try:
@@ -309,7 +308,9 @@ class HarmaDock(QgsDockWidget):
     def show_server(self, status: ServerStatus) -> None:
         """Show a reachable server and offer its collections."""
         self._status(status.describe(), "ok")
+        self.models = dict(status.models)
         self.set_collections(list(status.collections))
+        self.index_panel.set_server(status)
 
     def show_server_error(self, message: str) -> None:
         """Show why the server cannot be used."""
@@ -332,9 +333,19 @@ class HarmaDock(QgsDockWidget):
         """Replace the collection choices, keeping the current one when it still exists."""
         current = self.collection_combo.currentText()
         self.collection_combo.clear()
-        self.collection_combo.addItems(names)
+        for name in names:
+            self.collection_combo.addItem(name)
+            if self.models.get(name):
+                self.collection_combo.setItemData(self.collection_combo.count() - 1, f"model: {self.models[name]}",
+                                                  Qt.ItemDataRole.ToolTipRole)
         if current:
             self.collection_combo.setCurrentText(current)
+        self._show_model()
+
+    def _show_model(self, *_text) -> None:  # noqa: ANN002 - the new collection text
+        model = self.models.get(self.collection_combo.currentText().strip(), "")
+        self.model_label.setText(f"model: {model}" if model else "")
+        self.model_label.setVisible(bool(model))
 
     def set_searching(self, running: bool) -> None:
         """Enable Cancel while a search runs."""
@@ -368,31 +379,17 @@ class HarmaDock(QgsDockWidget):
         self.results.select_hit(tile_id)
 
     def refresh_raster_layers(self, *_changed) -> None:  # noqa: ANN002 - layers added or removed
-        """List the project's file-based raster layers as checkable rows (ticks are kept)."""
-        ticked = {self.raster_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.raster_list.count())
-                  if self.raster_list.item(i).checkState() == Qt.CheckState.Checked}
-        self.raster_list.clear()
-        for layer in QgsProject.instance().mapLayers().values():
-            path = path_from_source(layer.source()) if isinstance(layer, QgsRasterLayer) else None
-            if path and not layer.name().startswith("HarMA preview"):
-                item = QListWidgetItem(layer.name())
-                item.setData(Qt.ItemDataRole.UserRole, path)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Checked if path in ticked else Qt.CheckState.Unchecked)
-                self.raster_list.addItem(item)
+        """List the project's raster layers in the Index tab."""
+        self.index_panel.refresh_raster_layers()
 
     def set_indexing(self, running: bool) -> None:
         """Switch the index buttons between idle and running."""
-        self.index_button.setEnabled(not running)
-        self.cancel_index_button.setEnabled(running)
-        if running:
-            self.index_progress.setValue(0)
+        self.index_panel.set_indexing(running)
 
     def show_job(self, status: JobStatus) -> None:
         """Show job progress with ETA."""
-        self.index_progress.setValue(int(status.percent))
-        self.index_label.setText(status.describe())
+        self.index_panel.show_job(status)
 
     def set_index_message(self, text: str) -> None:
         """Show a line under the index progress bar."""
-        self.index_label.setText(text)
+        self.index_panel.set_index_message(text)

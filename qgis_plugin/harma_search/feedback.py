@@ -10,7 +10,7 @@ from qgis.PyQt import sip
 from .logic.errors import InputError
 from .logic.feedback import FeedbackParams, Marks
 from .logic.hits import Hit
-from .marking import MarkTool, show_marks
+from .marking import MarkTool, saved_marks, show_marks
 from .results import alive
 
 if TYPE_CHECKING:
@@ -97,6 +97,11 @@ class FeedbackController:
             self.tool.layer = layer
         if self.marks.labels:
             self._refresh()
+
+    def restore(self) -> None:
+        """Take up the marks of a (re)opened project, or forget them when it has none."""
+        self.layer, self.marks = saved_marks(QgsProject.instance())
+        self.controller.dock.results.show_marks(self.marks)
 
     def params(self, find_all: bool) -> FeedbackParams:
         """The refined search the marks and widgets describe; raises InputError."""

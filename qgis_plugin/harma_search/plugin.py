@@ -42,6 +42,7 @@ class HarmaSearchPlugin:
         settings = load_settings()
         self.dock = HarmaDock(self.iface, settings, self.iface.mainWindow())
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock.results_dock)  # below it
         self.controller = Controller(self.iface, self.dock, settings)
         self.local = LocalServerController(self.iface, self.dock, self.controller, get_manager())
         self.action = QAction(QIcon(ICON), "HarMA Search", self.iface.mainWindow())
@@ -70,6 +71,8 @@ class HarmaSearchPlugin:
             self.action = None
         if self.dock is not None:
             self.dock.disconnect_project()
+            self.iface.removeDockWidget(self.dock.results_dock)
+            self.dock.results_dock.deleteLater()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -1,7 +1,8 @@
-"""Results layers: typed memory layer per query, graduated by score, rank labels, in the results group."""
+"""Results layers: typed layer per query, outlines by relevance in words, rank labels, in the results group."""
 from __future__ import annotations
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransformContext,
     QgsFeature,
@@ -9,17 +10,16 @@ from qgis.core import (
     QgsFields,
     QgsFillSymbol,
     QgsGeometry,
-    QgsGraduatedSymbolRenderer,
     QgsLayerTreeGroup,
     QgsMapLayer,
     QgsPalLayerSettings,
     QgsProject,
     QgsRasterLayer,
-    QgsRendererRange,
+    QgsRendererCategory,
     QgsSimpleFillSymbolLayer,
+    QgsSingleSymbolRenderer,
     QgsTextFormat,
     QgsUnitTypes,
-    QgsVectorFileWriter,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
@@ -29,11 +29,12 @@ from qgis.PyQt.QtGui import QColor, QFont
 
 from .logic.errors import PluginError
 from .logic.hits import RESULT_FIELDS, Hit, rerank
-from .logic.styles import score_classes
+from .logic.styles import NO_MATCH_COLOR, RELEVANCE_CLASSES
 
 GROUP_NAME = "HarMA results"
 FILL_ALPHA = 30  # of 255: the tile is tinted, the imagery under it stays readable
 OUTLINE_MM = 0.7
+MIN_INSIDE = 0.5  # a tile belongs to an area search when at least half of it lies inside the area
 _QVARIANT_TYPES = {"integer": QVariant.Int, "double": QVariant.Double, "string": QVariant.String}
 
 
@@ -45,17 +46,41 @@ def result_fields() -> QgsFields:
     return fields
 
 
-def filter_by_area(hits: list[Hit], area_wkt: str | None) -> list[Hit]:
-    """Hits whose footprint touches the area (EPSG:4326 WKT), re-ranked; all hits when area is None."""
+def inside_share(tile: QgsGeometry, area: QgsGeometry) -> float:
+    """The share (0-1) of tile's area that lies inside area (both in the same CRS)."""
+    total = tile.area()
+    return tile.intersection(area).area() / total if total > 0 else 0.0
+
+
+def filter_by_area(hits: list[Hit], area_wkt: str | None, min_inside: float = MIN_INSIDE) -> list[Hit]:
+    """Hits mostly (>= min_inside of the tile) inside the area (EPSG:4326 WKT), re-ranked; all when None."""
     if not area_wkt:
         return list(hits)
     area = QgsGeometry.fromWkt(area_wkt)
     if area.isNull():
-        raise PluginError(f"The selected polygons gave an unusable area {area_wkt[:60]!r}: select others")
-    return rerank([h for h in hits if QgsGeometry.fromWkt(h.wkt()).intersects(area)])
+        raise PluginError(f"The search area gave an unusable polygon {area_wkt[:60]!r}: choose another one")
+    return rerank([h for h in hits if inside_share(QgsGeometry.fromWkt(h.wkt()), area) >= min_inside - 1e-9])
 
 
-def build_results_layer(hits: list[Hit], name: str) -> QgsVectorLayer:
+def hits_from_layer(layer: QgsVectorLayer) -> list[Hit]:
+    """The hits a results layer holds (a saved one too), sorted by rank."""
+    hits = []
+    names = layer.fields().names()
+    for feature in layer.getFeatures():
+        geometry = feature.geometry()
+        polygon = geometry.asMultiPolygon()[0] if geometry.isMultipart() else geometry.asPolygon()
+        value = {n: (None if feature[n] is None or str(feature[n]) == "NULL" else feature[n]) for n in names}
+        hits.append(Hit(
+            rank=int(value.get("rank") or 0), score=float(value.get("score") or 0.0),
+            tile_id=int(value["tile_id"]), raster=str(value.get("raster") or ""),
+            collection=str(value.get("collection") or ""), query=str(value.get("query") or ""),
+            rings=tuple(tuple((p.x(), p.y()) for p in ring) for ring in polygon),
+            relevance=None if value.get("relevance") is None else float(value["relevance"]),
+            cosine=None if value.get("cosine") is None else float(value["cosine"])))
+    return sorted(hits, key=lambda h: h.rank)
+
+
+def build_results_layer(hits: list[Hit], name: str, no_match: bool = False) -> QgsVectorLayer:
     """A memory layer (EPSG:4326 polygons) with one feature per hit, styled and labelled."""
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
     provider = layer.dataProvider()
@@ -70,7 +95,7 @@ def build_results_layer(hits: list[Hit], name: str) -> QgsVectorLayer:
     if not provider.addFeatures(features):
         raise PluginError(f"Could not add {len(features)} hits to the results layer {name!r}")
     layer.updateExtents()
-    style_results_layer(layer, [h.score for h in hits])
+    style_results_layer(layer, no_match)
     return layer
 
 
@@ -110,11 +135,15 @@ def label_settings(expression: str) -> QgsVectorLayerSimpleLabeling:
     return QgsVectorLayerSimpleLabeling(labels)
 
 
-def style_results_layer(layer: QgsVectorLayer, scores: list[float]) -> None:
-    """Outline coloured by score class (light fill, white halo) and bold '#rank' labels."""
-    ranges = [QgsRendererRange(cls.lower, cls.upper, tile_symbol(cls.color), cls.label)
-              for cls in score_classes(scores)]
-    layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
+def style_results_layer(layer: QgsVectorLayer, no_match: bool = False) -> None:
+    """Outlines by relevance in words (strong / possible / weak; light fill, white halo) and bold '#rank'
+    labels; the closest tiles of an answer with no match get one grey dashed outline instead."""
+    if no_match:
+        symbol = tile_symbol(NO_MATCH_COLOR, fill_alpha=0, width_mm=0.5, dashed=True)
+        layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    else:
+        categories = [QgsRendererCategory(cls.word, tile_symbol(cls.color), cls.label) for cls in RELEVANCE_CLASSES]
+        layer.setRenderer(QgsCategorizedSymbolRenderer("match", categories))
     layer.setLabeling(label_settings("'#' || \"rank\""))
     layer.setLabelsEnabled(True)
 
@@ -140,26 +169,12 @@ def add_to_results(project: QgsProject, layer: QgsVectorLayer | QgsRasterLayer) 
 
 
 def add_below(project: QgsProject, layer: QgsMapLayer, anchor: QgsMapLayer) -> None:
-    """Add layer to the results group right below anchor (so anchor's outlines stay on top)."""
+    """Add layer right below anchor in anchor's group (so anchor's outlines stay on top), collapsed."""
     project.addMapLayer(layer, False)
-    group = results_group(project)
-    node = group.findLayer(anchor.id())
+    node = project.layerTreeRoot().findLayer(anchor.id())
+    group = node.parent() if node is not None else results_group(project)
     position = group.children().index(node) + 1 if node is not None else len(group.children())
-    group.insertLayer(position, layer)
-
-
-def export_geopackage(layer: QgsVectorLayer, path: str) -> str:
-    """Write layer to a GeoPackage at path (overwriting it) and return the path."""
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = "harma_results"
-    options.fileEncoding = "UTF-8"
-    error, message, written, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, path, project_context(), options
-    )
-    if error != QgsVectorFileWriter.WriterError.NoError:
-        raise PluginError(f"Could not write {path!r}: {message}. Choose a writable .gpkg path")
-    return written or path
+    group.insertLayer(position, layer).setExpanded(False)  # a preview's band legend is noise
 
 
 def project_context() -> QgsCoordinateTransformContext:

@@ -1,12 +1,16 @@
-"""The dock's results panel: the hits of the last answer, good/bad marks, and the feedback buttons."""
+"""The results dock: the result history, the hits of the shown result, good/bad marks and the feedback buttons
+(a dock of its own, so the list and the buttons stay in view beside the search form on a 768 px screen)."""
 from __future__ import annotations
 
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
+    QFormLayout,
     QGridLayout,
     QGroupBox,
     QLabel,
@@ -21,6 +25,7 @@ from .logic.feedback import BAD, GOOD, Marks
 from .logic.hits import Hit
 
 MARK_BACKGROUND = {GOOD: "#d9f2d9", BAD: "#f8d7d7"}
+GREYED = "#8c8c8c"  # rows of an answer that matched nothing: the closest tiles, not hits
 
 
 class ResultsPanel(QGroupBox):
@@ -32,15 +37,27 @@ class ResultsPanel(QGroupBox):
     markOnMapRequested = pyqtSignal()
     refineRequested = pyqtSignal()
     findAllRequested = pyqtSignal()
+    resultChosen = pyqtSignal(str)  # the results layer id chosen in the history
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Results", parent)
         self.hits: list[Hit] = []
+        self.no_match = False
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.history_combo = QComboBox()
+        self.history_combo.setToolTip("Earlier results of this project: choose one to show it again")
+        self.history_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.history_combo.setMinimumContentsLength(10)
+        self.history_combo.activated.connect(self._history_chosen)
+        history = QFormLayout()
+        history.addRow("Result", self.history_combo)
         self.header = QLabel("No search yet")
         self.header.setWordWrap(True)
         self.list = QListWidget()
-        self.list.setMinimumHeight(110)
+        self.list.setMinimumHeight(90)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long names are elided
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.currentRowChanged.connect(self._row_changed)
         self.similar_button = QPushButton("Find similar")
@@ -74,14 +91,15 @@ class ResultsPanel(QGroupBox):
         self.marks_label = QLabel(Marks().describe())
         self.marks_label.setWordWrap(True)
         grid = QGridLayout()
-        rows = ((self.similar_button, self.pick_button), (self.export_button, self.mark_on_map_button),
-                (self.good_button, self.bad_button), (self.refine_button, self.clear_marks_button),
-                (self.use_text_check,), (self.find_all_button, self.find_all_score_spin))
-        for r, row in enumerate(rows):
-            for c, widget in enumerate(row):
-                grid.addWidget(widget, r, c, 1, 2 if len(row) == 1 else 1)
+        placed = ((self.good_button, 0, 0, 1), (self.bad_button, 0, 1, 1), (self.mark_on_map_button, 0, 2, 1),
+                  (self.refine_button, 1, 0, 1), (self.clear_marks_button, 1, 1, 1), (self.similar_button, 1, 2, 1),
+                  (self.find_all_button, 2, 0, 1), (self.find_all_score_spin, 2, 1, 1), (self.pick_button, 2, 2, 1),
+                  (self.use_text_check, 3, 0, 2), (self.export_button, 3, 2, 1))
+        for widget, row, col, span in placed:
+            grid.addWidget(widget, row, col, 1, span)
+        layout.addLayout(history)
         layout.addWidget(self.header)
-        layout.addWidget(self.list)
+        layout.addWidget(self.list, 1)
         layout.addLayout(grid)
         layout.addWidget(self.marks_label)
 
@@ -93,6 +111,30 @@ class ResultsPanel(QGroupBox):
         else:
             self.marks_label.setText("Select one or more results first, then press Good or Bad")
 
+    def _history_chosen(self, index: int) -> None:
+        layer_id = self.history_combo.itemData(index)
+        if layer_id:
+            self.resultChosen.emit(str(layer_id))
+
+    def set_history(self, entries: list[tuple[str, str]], current: str) -> None:
+        """List (layer id, label) results, newest first, with current chosen."""
+        self.history_combo.blockSignals(True)
+        self.history_combo.clear()
+        for number, (layer_id, label) in enumerate(entries):
+            self.history_combo.addItem(f"{len(entries) - number}. {label}", layer_id)
+        self.history_combo.setCurrentIndex(max(self.history_combo.findData(current), 0))
+        self.history_combo.blockSignals(False)
+
+    def show_result(self, hits: list[Hit], label: str, no_match: bool, reason: str, marks: Marks | None) -> None:
+        """List a result's hits; when the server found no match, say so and grey the closest tiles."""
+        if no_match:
+            why = f": {reason}" if reason else ""
+            header = f"No tiles look like '{label}'{why}. The {len(hits)} closest tiles, not matches:"
+        else:
+            strong = sum(h.match == "strong" for h in hits)
+            header = f"{len(hits)} tiles for '{label}' · {strong} strong match{'es' if strong != 1 else ''}"
+        self.show_hits(hits, header, marks, no_match)
+
     def _row_changed(self, row: int) -> None:
         if 0 <= row < len(self.hits):
             self.hitActivated.emit(self.hits[row])
@@ -101,9 +143,10 @@ class ResultsPanel(QGroupBox):
         """A new search started: drop the old rows so they are never shown under the new query."""
         self.show_hits([], f"Searching '{label}'…")
 
-    def show_hits(self, hits: list[Hit], header: str, marks: Marks | None = None) -> None:
+    def show_hits(self, hits: list[Hit], header: str, marks: Marks | None = None, no_match: bool = False) -> None:
         """Fill the list with the hits of the last answer."""
         self.hits = list(hits)
+        self.no_match = no_match
         self.header.setText(header)
         self.list.blockSignals(True)
         self.list.clear()
@@ -119,6 +162,7 @@ class ResultsPanel(QGroupBox):
             label = marks.label(hit.tile_id) if marks.collection == hit.collection else None
             item.setText(hit.row_text() + (f"  · {label}" if label else ""))
             item.setBackground(QBrush(QColor(MARK_BACKGROUND[label])) if label else QBrush())
+            item.setForeground(QBrush(QColor(GREYED)) if self.no_match else QBrush())
         self.marks_label.setText(marks.describe())
 
     def selected_hit(self) -> Hit | None:
@@ -132,3 +176,16 @@ class ResultsPanel(QGroupBox):
             if hit.tile_id == int(tile_id):
                 self.list.setCurrentRow(row)
                 return
+
+
+class ResultsDock(QgsDockWidget):
+    """The 'HarMA results' dock: holds the results panel."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("HarMA results", parent)
+        self.setObjectName("HarmaResultsDock")
+        self.panel = ResultsPanel()
+        self.panel.setFlat(True)
+        self.panel.setTitle("")
+        self.setWidget(self.panel)
+        self.setAllowedAreas(Qt.DockWidgetArea.AllDockWidgetAreas)

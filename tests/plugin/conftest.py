@@ -84,7 +84,7 @@ def indexed(qgis_iface, live_server):
     dock, controller = instance.dock, instance.controller
     dock.refresh_raster_layers()
     rows = [dock.raster_list.item(i) for i in range(dock.raster_list.count())]
-    next(item for item in rows if item.text() == "grenada").setCheckState(Qt.CheckState.Checked)
+    next(item for item in rows if item.text().split("  · ")[0] == "grenada").setCheckState(Qt.CheckState.Checked)
     dock.index_collection_edit.setText(COLLECTION)
     dock.tile_size_spin.setValue(128)
     seen = {"labels": set(), "progress": []}

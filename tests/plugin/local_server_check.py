@@ -74,7 +74,7 @@ def test_setup_start_index_search_restart(qgis_iface):
     # index the layer from the dock, then search it
     dock.refresh_raster_layers()
     rows = [dock.raster_list.item(i) for i in range(dock.raster_list.count())]
-    next(item for item in rows if item.text() == "grenada").setCheckState(Qt.CheckState.Checked)
+    next(item for item in rows if item.text().split("  · ")[0] == "grenada").setCheckState(Qt.CheckState.Checked)
     dock.index_collection_edit.setText("grenada")
     dock.tile_size_spin.setValue(128)
     dock.index_button.click()

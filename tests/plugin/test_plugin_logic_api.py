@@ -24,7 +24,7 @@ def test_text_search_body_matches_the_server_contract():
     assert (req.method, req.path) == ("POST", "/search")
     assert json.loads(req.payload()) == {"text": "roads", "k": 5, "collections": ["my col"],
                                          "bbox": [-61.8, 11.9, -61.5, 12.3], "bbox_crs": "EPSG:4326",
-                                         "min_cosine": 0.2}
+                                         "min_score": 0.2}
 
 
 def test_example_search_names_the_tile_and_its_collection():

@@ -21,7 +21,7 @@ def test_example_search_label_names_the_tile():
     ({"collection": "c", "query": "x", "k": 0}, "k=0"),
     ({"collection": "c", "query": "x", "k": 5000}, "k=5000"),
     ({"collection": "c", "query": "x", "scope": Scope.EXTENT}, "needs an area"),
-    ({"collection": "c", "query": "x", "min_score": 1.5}, "min score 1.5"),
+    ({"collection": "c", "query": "x", "min_score": 1.5}, "min relevance 1.5"),
     ({"collection": "c", "tile_id": 0}, "tile id 0"),
 ])
 def test_bad_search_params_name_the_problem(kwargs, fragment):

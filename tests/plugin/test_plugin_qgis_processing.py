@@ -98,7 +98,7 @@ def test_search_algorithm_works_inside_a_model(indexed, live_server):
 
 
 def test_search_algorithm_reports_progress_and_styles_its_loaded_output(indexed, live_server):
-    from qgis.core import QgsGraduatedSymbolRenderer, QgsProject
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsProject
 
     feedback = RecordingFeedback()
     out = processing.runAndLoadResults("harma_search:search_text", {
@@ -109,8 +109,8 @@ def test_search_algorithm_reports_progress_and_styles_its_loaded_output(indexed,
     layer = QgsProject.instance().mapLayer(out["OUTPUT"])
     try:
         assert isinstance(layer, QgsVectorLayer) and layer.featureCount() == 5
-        assert isinstance(layer.renderer(), QgsGraduatedSymbolRenderer)
-        assert layer.renderer().classAttribute() == "score"
+        assert isinstance(layer.renderer(), QgsCategorizedSymbolRenderer)  # by relevance in words (issue 27)
+        assert layer.renderer().classAttribute() == "match"
         assert layer.labelsEnabled() and "rank" in layer.labeling().settings().fieldName
     finally:
         QgsProject.instance().removeMapLayer(layer.id())

@@ -1,4 +1,5 @@
-"""The screenshot tool renders the dock at 1366x768 beside the results layer zoomed to the best hit."""
+"""The screenshot tool renders the docks at 1366x768 after three real searches beside the map zoomed to the best
+hit of the last one (issue 27: one result shown, the others hidden in the history)."""
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed,
     out = tmp_path / "shot.png"
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "plugin_screenshot.py"), "--server", live_server,
-         "--collection", COLLECTION, "--query", "a town by the sea", "--k", "6", str(out)],
+         "--collection", COLLECTION, "--query", "beach", "--query", "forest", "--query", "ocean", "--k", "6",
+         str(out)],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(str(out))
@@ -21,7 +23,7 @@ def test_screenshot_tool_shows_the_dock_and_the_best_hit_at_laptop_size(indexed,
     assert out.stat().st_size < 3_000_000
     dock_colors = {image.pixel(x, y) for x in range(0, DOCK_WIDTH, 7) for y in range(0, image.height(), 7)}
     assert len(dock_colors) > 20  # text, buttons and the result list were painted
-    # zoomed to the hit: its outline, in the ramp's colour for the best score class (the darkest, #7a0040),
+    # zoomed to the hit: its outline, in the colour of a strong match (the ramp's darkest, #7a0040),
     # is drawn in the middle third of the map, and imagery (not the white background) fills much of the map
     # around it. (Matching "orange to red" instead passed only while lower-ranked hits lay in the middle.)
     best = QColor(RAMP[-1])

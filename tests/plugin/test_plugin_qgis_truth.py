@@ -44,7 +44,7 @@ def index_with_dock(plugin, collection: str, raster: Path, tile_size: int):
         dock.refresh_raster_layers()
     for i in range(dock.raster_list.count()):
         item = dock.raster_list.item(i)
-        item.setCheckState(Qt.CheckState.Checked if item.text() == "to index" else Qt.CheckState.Unchecked)
+        item.setCheckState(Qt.CheckState.Checked if item.text().split("  · ")[0] == "to index" else Qt.CheckState.Unchecked)
     dock.index_collection_edit.setText(collection)
     dock.tile_size_spin.setValue(tile_size)
     try:
@@ -120,7 +120,7 @@ def test_unclear_messages_say_what_to_change(plugin, indexed):
     dock.min_score_spin.setValue(dock.min_score_spin.minimum())
     assert result.outcome is Outcome.SUCCESS
     text = dock.search_label.text()
-    assert "min score 0.990" in text and "best here: 0." in text and "lower Min score" in text, text
+    assert "relevance 0.99" in text and "best here: 0." in text and "lower Min relevance" in text, text
 
 
 def test_finishing_an_index_job_keeps_the_search_collection(plugin, indexed):

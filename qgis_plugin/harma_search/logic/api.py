@@ -57,6 +57,11 @@ def list_collections() -> ApiRequest:
     return ApiRequest("GET", "/collections")
 
 
+def collection(name: str) -> ApiRequest:
+    """GET /collections/<name>: its summary with the raster list."""
+    return ApiRequest("GET", f"/collections/{_seg(name)}")
+
+
 def create_collection(name: str, tile_size: int | None = None, overlap: int | None = None) -> ApiRequest:
     """POST /collections with the tiling parameters the server should use."""
     body: dict[str, Any] = {"name": name}
@@ -102,7 +107,7 @@ def search(params: SearchParams) -> ApiRequest:
         body["bbox"] = list(params.bbox)
         body["bbox_crs"] = params.bbox_crs
     if params.min_score is not None:
-        body["min_cosine"] = float(params.min_score)  # the server's min_score is its 0-1 relevance
+        body["min_score"] = float(params.min_score)  # the 0-1 relevance the hits are ranked and shown by
     return ApiRequest("POST", "/search", body)
 
 

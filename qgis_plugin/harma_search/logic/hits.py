@@ -6,12 +6,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ServerResponseError
+from .styles import relevance_word
 
 # (name, type) of the results layer's fields; types are QGIS memory-provider type names.
 RESULT_FIELDS: tuple[tuple[str, str], ...] = (
     ("rank", "integer"),
-    ("score", "double"),
+    ("match", "string"),
     ("relevance", "double"),
+    ("score", "double"),
     ("cosine", "double"),
     ("tile_id", "integer"),
     ("raster", "string"),
@@ -36,10 +38,15 @@ class Hit:
     relevance: float | None = None  # the server's calibrated 0..1 relevance, when it reports one
     cosine: float | None = None  # the raw cosine; `score` is what the server ranked by (it may be corrected)
 
+    @property
+    def match(self) -> str:
+        """The relevance in words: strong, possible, weak (or unrated)."""
+        return relevance_word(self.relevance)
 
     def values(self) -> list[Any]:
         """Attribute values in RESULT_FIELDS order."""
-        return [self.rank, self.score, self.relevance, self.cosine, self.tile_id, self.raster, self.collection, self.query]
+        return [self.rank, self.match, self.relevance, self.score, self.cosine, self.tile_id, self.raster,
+                self.collection, self.query]
 
     def wkt(self) -> str:
         """The footprint as a WKT POLYGON."""
@@ -49,8 +56,17 @@ class Hit:
     def row_text(self) -> str:
         """One line for the dock's result list."""
         name = self.raster.replace("\\", "/").rsplit("/", 1)[-1]
-        relevance = "" if self.relevance is None else f" (relevance {self.relevance:.2f})"
-        return f"#{self.rank}  {self.score:.3f}{relevance}  tile {self.tile_id}  {name}"
+        relevance = "" if self.relevance is None else f" {self.relevance:.2f}"
+        return f"#{self.rank}  {self.match}{relevance}  tile {self.tile_id}  {name}"
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """A /search answer: its hits and whether the server says none of them is likely a match."""
+
+    hits: list[Hit]
+    no_match: bool = False
+    no_match_reason: str = ""
 
 
 def _rings(geometry: Any) -> tuple[Ring, ...]:
@@ -91,7 +107,14 @@ def parse_hits(body: Any, query: str) -> list[Hit]:
     return sorted(hits, key=lambda h: h.rank)
 
 
-def threshold_value(hit: Hit, on_relevance: bool) -> float:
+def parse_answer(body: Any, query: str) -> SearchAnswer:
+    """Parse a /search answer; a server that sends no `no_match` is taken to have found matches."""
+    hits = parse_hits(body, query)
+    no_match = body.get("no_match") is True
+    return SearchAnswer(hits, no_match, str(body.get("no_match_reason") or "") if no_match else "")
+
+
+def threshold_value(hit: Hit, on_relevance: bool = True) -> float:
     """What a minimum compares: the relevance (falling back to the score when none is reported) or the cosine
     (what the server's `min_cosine` filters on, whichever score it ranked by)."""
     if on_relevance:
@@ -99,7 +122,7 @@ def threshold_value(hit: Hit, on_relevance: bool) -> float:
     return hit.cosine if hit.cosine is not None else hit.score
 
 
-def filter_min_score(hits: list[Hit], min_score: float | None, on_relevance: bool = False) -> list[Hit]:
+def filter_min_score(hits: list[Hit], min_score: float | None, on_relevance: bool = True) -> list[Hit]:
     """Hits at or above min_score (all when it is None); the server filters too, this guards old ones."""
     if min_score is None:
         return list(hits)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from . import api
 from .errors import CancelledError, InputError, PluginError, ServerResponseError
 from .feedback import FeedbackParams
-from .hits import Hit, filter_min_score, parse_hits, threshold_value
+from .hits import Hit, SearchAnswer, filter_min_score, parse_answer, threshold_value
 from .params import IndexParams, SearchParams
 from .status import JobStatus, ServerStatus, parse_health, parse_job
 
@@ -35,23 +35,38 @@ class Client(Protocol):
         """A client that ignores cancellation (to send the cancel itself)."""
 
 
+MAX_DESCRIBED = 20  # collections whose raster lists are fetched with the status
+
+
 def fetch_status(client: Client) -> ServerStatus:
-    """GET /health as a ServerStatus."""
-    return parse_health(client.call(api.health()))
+    """GET /health, /collections and each collection's rasters as one ServerStatus."""
+    status = parse_health(client.call(api.health()))
+    try:
+        listing = client.call(api.list_collections())
+        rasters = {name: client.call(api.collection(name)) for name in status.collections[:MAX_DESCRIBED]}
+    except ServerResponseError:  # an older server, or a broken collection: the health alone still answers
+        return status
+    return status.with_collections(listing, rasters)
+
+
+def search_answer(client: Client, params: SearchParams | FeedbackParams) -> SearchAnswer:
+    """POST /search (text, example tile or marked tiles): the hits (min relevance applied) and no_match."""
+    feedback = isinstance(params, FeedbackParams)
+    body = client.call(api.feedback_search(params) if feedback else api.search(params))
+    answer = parse_answer(body, params.label)
+    return replace(answer, hits=filter_min_score(answer.hits, params.min_score))
 
 
 def run_search(client: Client, params: SearchParams | FeedbackParams) -> list[Hit]:
-    """POST /search (text, example tile or marked tiles) and return the hits (min score applied)."""
-    feedback = isinstance(params, FeedbackParams)  # feedback thresholds are on relevance, the others on cosine
-    body = client.call(api.feedback_search(params) if feedback else api.search(params))
-    return filter_min_score(parse_hits(body, params.label), params.min_score, on_relevance=feedback)
+    """POST /search and return the hits (min relevance applied)."""
+    return search_answer(client, params).hits
 
 
 def best_score(client: Client, params: SearchParams | FeedbackParams) -> float | None:
-    """The best score the same search reaches without a min score (to say how far to lower it)."""
+    """The best relevance the same search reaches without a minimum (to say how far to lower it)."""
     extra = {"find_all": False} if isinstance(params, FeedbackParams) else {}
     hits = run_search(client, replace(params, min_score=None, k=1, **extra))
-    return threshold_value(hits[0], isinstance(params, FeedbackParams)) if hits else None
+    return threshold_value(hits[0]) if hits else None
 
 
 def no_match_message(params: SearchParams | FeedbackParams, best: float | None) -> str:
@@ -60,7 +75,8 @@ def no_match_message(params: SearchParams | FeedbackParams, best: float | None) 
     if min_score is not None and best is not None:
         if isinstance(params, FeedbackParams):
             return f"No tile reaches relevance {min_score:.3f} (best here: {best:.3f}): lower the value next to Find all"
-        return f"No tile reaches min score {min_score:.3f} (best here: {best:.3f}): lower Min score or set it to 'any'"
+        return (f"No tile reaches relevance {min_score:.2f} (best here: {best:.2f}): lower Min relevance or set "
+                "it to 'any'")
     return f"No tiles for '{label}' in this scope: search the whole collection or index rasters covering this area"
 
 

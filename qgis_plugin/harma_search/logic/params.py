@@ -17,6 +17,7 @@ class Scope(str, Enum):
 
     WHOLE = "whole"
     EXTENT = "extent"
+    DRAWN = "drawn"
     SELECTION = "selection"
 
 
@@ -43,8 +44,8 @@ class SearchParams:
     scope: Scope = Scope.WHOLE
     bbox: Bbox | None = None
     bbox_crs: str = WGS84
-    min_score: float | None = None  # on the cosine score (sent as min_cosine)
-    # WKT (EPSG:4326) of the selected polygons; hits not touching it are dropped by the plugin.
+    min_score: float | None = None  # on the 0-1 relevance (the server's min_score)
+    # WKT (EPSG:4326) of the area; hits not mostly (>= 50 %) inside it are dropped by the plugin too.
     area_wkt: str | None = None
     # The same polygons as GeoJSON text: the server searches inside them, so k hits come back when there are k.
     area_geojson: str | None = None
@@ -63,11 +64,12 @@ class SearchParams:
         if not 1 <= int(self.k) <= MAX_K:
             raise InputError(f"k={self.k} is out of range: use 1 to {MAX_K}")
         if self.scope is not Scope.WHOLE and self.bbox is None:
-            raise InputError(f"Scope '{self.scope.value}' needs an area: set the map extent or select polygons")
+            raise InputError(f"Scope '{self.scope.value}' needs an area: set the map extent, draw a polygon "
+                             "or select polygons")
         if self.bbox is not None:
             object.__setattr__(self, "bbox", check_bbox(self.bbox))
-        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise InputError(f"min score {self.min_score} is out of range: cosine scores lie in [-1, 1]")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise InputError(f"min relevance {self.min_score} is out of range: relevance lies in [0, 1]")
 
     @property
     def label(self) -> str:

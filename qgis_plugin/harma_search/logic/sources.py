@@ -31,3 +31,28 @@ def rasters_in_folder(folder: str, recursive: bool = False) -> list[str]:
 def unique_paths(paths: list[str]) -> tuple[str, ...]:
     """Paths in first-seen order without duplicates."""
     return tuple(dict.fromkeys(paths))
+
+
+def _root_of(path: str, roots: tuple[str, ...] | list[str]) -> Path | None:
+    target = Path(path)
+    for root in roots:
+        try:
+            target.relative_to(Path(root))
+        except ValueError:
+            continue
+        return Path(root)
+    return None
+
+
+def inside_roots(path: str, roots: tuple[str, ...] | list[str]) -> bool:
+    """True when path lies in one of the server's allowed folders (compared as given, no file access)."""
+    return _root_of(path, roots) is not None
+
+
+def relative_to_roots(path: str, roots: tuple[str, ...] | list[str]) -> str:
+    """path relative to the allowed folder holding it ('sub/scene.tif'); the file name alone when none does,
+    so an exported file never carries the server's absolute paths."""
+    root = _root_of(path, roots)
+    if root is None:
+        return path.replace("\\", "/").rsplit("/", 1)[-1]
+    return Path(path).relative_to(root).as_posix()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ServerResponseError
@@ -19,6 +19,21 @@ class ServerStatus:
     model: str = ""
     device: str = ""
     collections: tuple[str, ...] = ()
+    allowed_roots: tuple[str, ...] = ()  # folders the server may read (None known: empty)
+    models: dict[str, str] = field(default_factory=dict)  # collection -> the model its vectors come from
+    indexed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # raster path -> collections holding it
+
+    def with_collections(self, body: Any, rasters: dict[str, Any]) -> ServerStatus:
+        """This status plus each collection's model (GET /collections) and indexed rasters (GET /collections/x)."""
+        items = body.get("collections", []) if isinstance(body, dict) else body or []
+        models = {str(c["name"]): model_name(c.get("model")) for c in items if isinstance(c, dict) and "name" in c}
+        indexed: dict[str, tuple[str, ...]] = {}
+        for name, summary in rasters.items():
+            for raster in (summary or {}).get("raster_list") or ():
+                path = str(raster.get("path", "")) if isinstance(raster, dict) else str(raster)
+                if path:
+                    indexed[path] = (*indexed.get(path, ()), name)
+        return replace(self, models=models, indexed=indexed)
 
     def describe(self) -> str:
         """One line for the dock: model, device and number of collections."""
@@ -38,6 +53,13 @@ def _names(items: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def model_name(model: Any) -> str:
+    """A model's readable name from a string or a {identity|name} object."""
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("identity") or ""
+    return str(model or "")
+
+
 def parse_health(body: Any) -> ServerStatus:
     """Build a ServerStatus from the /health body or raise ServerResponseError if it is not one."""
     if not isinstance(body, dict) or "status" not in body:
@@ -51,6 +73,7 @@ def parse_health(body: Any) -> ServerStatus:
         model=str(model or body.get("model_identity", "")),
         device=str(body.get("device", "")),
         collections=_names(body.get("collections", ())),
+        allowed_roots=tuple(str(r) for r in body.get("allowed_roots") or ()),
     )
 
 

@@ -1,42 +1,40 @@
-"""Score classes for the results layer's graduated outlines (equal intervals, light to dark)."""
+"""Relevance in words: the cut points that turn a hit's 0-1 relevance into strong / possible / weak, and their
+colours on the map (outlines over a white halo, best matches darkest)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 # Saturated orange to deep red outlines (readable over a white halo on any imagery); best matches darkest.
 RAMP = ("#f5a300", "#ee6a12", "#dc3a1e", "#b8002b", "#7a0040")
+STRONG, POSSIBLE, WEAK, UNRATED = "strong", "possible", "weak", "unrated"
+# Relevance is the server's calibrated probability that a tile shows what was asked. 0.5 is where a match
+# becomes more likely than not (and the server's no-match line); below 0.2 four in five such tiles are not one.
+STRONG_AT = 0.5
+POSSIBLE_AT = 0.2
+NO_MATCH_COLOR = "#8c8c8c"  # the closest tiles of an answer that found no match: grey, dashed
 
 
 @dataclass(frozen=True)
-class ScoreClass:
-    """One class of the graduated renderer."""
+class RelevanceClass:
+    """One class of the results layer's categorised outlines."""
 
-    lower: float
-    upper: float
+    word: str
     color: str
     label: str
 
 
-def _pick(index: int, count: int) -> str:
-    if count == 1:
-        return RAMP[-1]
-    return RAMP[round(index * (len(RAMP) - 1) / (count - 1))]
+RELEVANCE_CLASSES = (
+    RelevanceClass(STRONG, RAMP[-1], f"strong match (relevance ≥ {STRONG_AT:.2f})"),
+    RelevanceClass(POSSIBLE, RAMP[2], f"possible match ({POSSIBLE_AT:.2f} – {STRONG_AT:.2f})"),
+    RelevanceClass(WEAK, RAMP[0], f"weak match (< {POSSIBLE_AT:.2f})"),
+    RelevanceClass(UNRATED, NO_MATCH_COLOR, "relevance not reported"),
+)
 
 
-def score_classes(scores: list[float], count: int = 5) -> list[ScoreClass]:
-    """Equal-interval classes covering all scores; one class when they are all equal or there are none."""
-    if count < 1:
-        raise ValueError(f"count={count}: need at least one class")
-    if not scores:
-        return [ScoreClass(-1.0, 1.0, RAMP[-1], "any score")]
-    low, high = min(scores), max(scores)
-    if high - low < 1e-9:
-        return [ScoreClass(low, high, RAMP[-1], f"{low:.3f}")]
-    count = min(count, len(scores))
-    step = (high - low) / count
-    classes = []
-    for i in range(count):
-        lower = low + i * step
-        upper = high if i == count - 1 else low + (i + 1) * step
-        classes.append(ScoreClass(lower, upper, _pick(i, count), f"{lower:.3f} – {upper:.3f}"))
-    return classes
+def relevance_word(relevance: float | None) -> str:
+    """'strong', 'possible', 'weak', or 'unrated' when the server reported no relevance."""
+    if relevance is None:
+        return UNRATED
+    if relevance >= STRONG_AT:
+        return STRONG
+    return POSSIBLE if relevance >= POSSIBLE_AT else WEAK

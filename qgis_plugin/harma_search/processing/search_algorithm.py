@@ -55,8 +55,8 @@ class SearchByTextAlgorithm(QgsProcessingAlgorithm):
             load_settings(with_token=False).default_k, False, 1, MAX_K))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only within extent", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_SCORE, "Minimum score (cosine)", QgsProcessingParameterNumber.Type.Double, None, True,
-            -1.0, 1.0))
+            self.MIN_SCORE, "Minimum relevance (0-1)", QgsProcessingParameterNumber.Type.Double, None, True,
+            0.0, 1.0))
         add_server_parameter(self)
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Matching tiles", QgsProcessing.SourceType.TypeVectorPolygon))

@@ -13,13 +13,13 @@ from ..results import style_results_layer
 
 
 class ResultsStyler(QgsProcessingLayerPostProcessorInterface):
-    """Graduated outlines by score and rank labels on a loaded search output."""
+    """Outlines by relevance in words and rank labels on a loaded search output."""
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 - QGIS API
                          feedback: QgsProcessingFeedback) -> None:
         """Called by QGIS on the main thread after the output layer was loaded."""
-        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("score") >= 0:
-            style_results_layer(layer, [float(f["score"]) for f in layer.getFeatures()])
+        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("match") >= 0:
+            style_results_layer(layer)
 
 
 # QGIS does not own post-processors: keep each alive until the next run of the same output replaces it.
