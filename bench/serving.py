@@ -39,7 +39,7 @@ def _one_call(model: Any, text: str) -> None:
 def keyword_p50(models: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
     """p50 ms per (model, path) of uncached keyword queries, alternating model and path query by query."""
     secs: dict[tuple[str, str], list[float]] = {}
-    for name, m in models.items():
+    for m in models.values():
         _one_call(m, "warm up")
     for r in range(rounds):
         for w in WORDS:
