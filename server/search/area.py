@@ -108,8 +108,10 @@ def geometry_lonlat(geom: Any, crs: str = "EPSG:4326") -> BaseGeometry:
 def candidates(col: Any, area: BaseGeometry, min_inside: float = 0.0) -> list[int]:
     """Live tile ids whose footprint intersects the area (min_inside 0) or has at least that share of its
     area inside it: envelope filter in SQL; a tile whose envelope lies inside a rectangular part of the area is
-    in, the rest get one vectorised exact test. Shares are of areas in degrees, exact enough for a tile."""
+    in, the rest get one vectorised exact test. Shares are of areas in degrees, exact enough for a tile.
+    When no tile is that much inside (an area smaller than a tile), the tiles that touch it count."""
     keep: list[np.ndarray] = []
+    touching: list[np.ndarray] = []
     for part in getattr(area, "geoms", [area]):
         west, south, east, north = part.bounds
         ids, env, blobs = col.table.footprints_in_lonlat_box(west, south, east, north)
@@ -121,9 +123,13 @@ def candidates(col: Any, area: BaseGeometry, min_inside: float = 0.0) -> list[in
         if len(edge):
             geoms = gpkg.decode_geometries([blobs[i] for i in edge])
             hit = shapely.intersects(geoms, area)
+            touching.append(ids[edge[hit]])
             if min_inside > 0:
                 whole = shapely.area(geoms)
                 shared = shapely.area(shapely.intersection(geoms, area))
                 hit &= shared >= min_inside * np.maximum(whole, 1e-300)
         keep += [ids[inside], ids[edge[hit]]]
-    return np.unique(np.concatenate(keep)).tolist() if keep else []
+    found = np.unique(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    if not len(found) and touching:  # a small area inside tiles: the tiles that cover it, not nothing
+        found = np.unique(np.concatenate(touching))
+    return found.tolist()

@@ -161,6 +161,8 @@ class IndexShard:
             idx = idx[~hit]
         mine = [int(i) for i in idx if int(labels[i]) in self.labels]
         if mine:
-            items = self.index.get_items([int(labels[i]) for i in mine])
-            out[mine] = np.asarray(items, dtype=np.float32).reshape(len(mine), -1)
+            items = np.asarray(self.index.get_items([int(labels[i]) for i in mine]), dtype=np.float32)
+            items = items.reshape(len(mine), -1)
+            # the stored (unit) vector: chroma-hnswlib hands back v * |v| of what was added, hnswlib 0.8 v itself
+            out[mine] = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
             todo[mine] = False

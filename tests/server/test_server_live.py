@@ -100,7 +100,8 @@ def test_search_cli_prints_hits_and_geojson_last(indexed, tmp_path):
     lines = done.stdout.strip().splitlines()
     fc = json.loads(lines[-1])
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 4
-    assert lines[0].split()[:5] == ["rank", "score", "cosine", "relev.", "tile"]
+    header = next(ln for ln in lines if ln.split()[:1] == ["rank"])  # after "no tile looks like ..." if no match
+    assert header.split()[:5] == ["rank", "score", "cosine", "relev.", "tile"]
     hits = gpd.read_file(out_file, layer="hits")
     assert hits.crs.to_epsg() == 4326 and list(hits["rank"]) == [1, 2, 3, 4]
     with pytest.raises(NotFound, match="no collection named 'nope'"):  # checked before the model loads

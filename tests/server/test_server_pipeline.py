@@ -96,7 +96,7 @@ def test_sigkill_mid_way_then_resume_gives_the_uninterrupted_tile_set(tmp_path, 
     shard, = killed._shards  # vectors read through the file view match the saved index
     labels = sorted(shard.labels)
     assert shard.vectors is not None and len(shard.vectors) == shard.index.element_count
-    assert np.array_equal(killed._gather(labels), np.asarray(shard.index.get_items(labels), dtype=np.float32))
+    assert np.allclose(killed._gather(labels), np.asarray(shard.index.get_items(labels), dtype=np.float32), atol=1e-6)
 
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
