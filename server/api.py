@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from server.errors import InvalidRequest, Unauthorized
+from server.maps_run import answer_as, heatmap_answer
 from server.previews import MAX_PREVIEW_SIDE, tile_geotiff, tile_png
 from server.search.search_request import tile_id_of
 from server.services import Services
@@ -73,7 +74,8 @@ def health() -> Response:
 @bp.get("/collections")
 def list_collections() -> Response:
     s = services()
-    return _json({"collections": [s.collection_summary(n) for n in s.store.names()]})
+    return _json({"collections": [s.collection_summary(n) for n in s.store.names()],
+                  "models": s.models.available(), "default_model": s.models.default.identity})
 
 
 @bp.post("/collections")
@@ -96,6 +98,14 @@ def delete_collection(name: str) -> Response:
 @bp.post("/collections/<name>/rasters")
 def add_rasters(name: str) -> Response:
     job = services().add_rasters(name, _body())
+    resp = _json(job.to_dict(), 202)
+    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
+    return resp
+
+
+@bp.post("/collections/<name>/reindex")
+def reindex(name: str) -> Response:
+    job = services().reindex(name, _body())
     resp = _json(job.to_dict(), 202)
     resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
     return resp
@@ -136,7 +146,11 @@ def serve_model() -> Response:
 
 @bp.post("/search")
 def search() -> Response:
-    return _json(services().search(_body()), mimetype="application/geo+json")
+    body = _body()
+    if answer_as(body) == "heatmap":  # every tile's score as GeoTIFFs (server/maps_run.py)
+        s = services()
+        return _json(heatmap_answer(s.store, s.model, s.embed_text, body, bp.url_prefix or ""))
+    return _json(services().search(body), mimetype="application/geo+json")
 
 
 @bp.get("/tiles/<name>/<int:tile_id>.png")

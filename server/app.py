@@ -17,6 +17,8 @@ from server.api import _json, bp
 from server.change_api import change as _change_route  # noqa: F401  (adds POST /change to bp)
 from server.errors import ServerError
 from server.jobs import JobManager
+from server.maps_api import zero_shot_map as _map_route  # noqa: F401  (adds /map, /maps, /heatmaps)
+from server.models import ModelRegistry, ServedModel, default_source
 from server.search.search import TextEmbedder
 from server.services import Services
 from server.store.store import Store
@@ -34,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "CHECKPOINT_EVERY": 2048,
     "MAX_CONTENT_LENGTH": 1 << 20,  # 1 MiB: requests carry paths and queries, never data
     "LOADED_MODEL": None,  # an already created model to share (tests, embedding apps)
+    "MODEL_SOURCE": None,  # where LOADED_MODEL loads from, recorded in new collections (default: MODEL)
+    "MAX_MODELS": 3,  # models kept loaded at once (the default included); others reload from their source
     "LOCK_STORE": True,  # one server per store: a second one is refused with the holder's PID
     "STORE_LOCK": None,  # a StoreLock the caller already holds on STORE (taken before a slow model load)
     "GDAL_CACHE_MB": None,  # GDAL's block cache; None: 64 MB unless GDAL_CACHEMAX is set in the environment
@@ -81,10 +85,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         lock.acquire()  # before the model loads: a refused second server fails fast
     try:
         model = cfg["LOADED_MODEL"] or load_model(cfg["MODEL"], device=cfg["DEVICE"])
-        app.extensions["harma"] = Services(
-            store=store, model=model,
-            jobs=JobManager(), embed_text=TextEmbedder(model, int(cfg["TEXT_CACHE_SIZE"])),
-            allowed_roots=_roots(cfg["ALLOWED_ROOTS"]), batch_size=int(cfg["BATCH_SIZE"]), store_lock=lock)
+        roots, cache = _roots(cfg["ALLOWED_ROOTS"]), int(cfg["TEXT_CACHE_SIZE"])
+        default = ServedModel(model, TextEmbedder(model, cache), cfg["MODEL_SOURCE"] or default_source(cfg["MODEL"]))
+        models = ModelRegistry(default, roots, store.root / "runs", keep=int(cfg["MAX_MODELS"]), text_cache=cache)
+        app.extensions["harma"] = Services(store=store, models=models, jobs=JobManager(), allowed_roots=roots,
+                                           batch_size=int(cfg["BATCH_SIZE"]), store_lock=lock)
     except BaseException:
         if lock is not None:
             lock.release()

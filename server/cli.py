@@ -35,13 +35,15 @@ def format_report(report: IndexReport, col: Collection) -> str:
 
 def run_index(store_dir: str, name: str, paths: list[str], model: Any, params: dict[str, Any],
               batch_size: int = 32, checkpoint_every: int = 2048, quiet: bool = False,
-              out: TextIO = sys.stdout, index_shard_tiles: int | None = None) -> IndexReport:
-    """Index files and folders into a collection with a tqdm bar, then print the summary."""
+              out: TextIO = sys.stdout, index_shard_tiles: int | None = None,
+              source: str | None = None) -> IndexReport:
+    """Index files and folders into a collection with a tqdm bar, then print the summary; a new collection
+    records `source`, where its model loads from."""
     files = find_rasters(paths)
     if not files:
         raise NotFound(f"no .tif/.tiff files found in {paths}")
     store = Store(store_dir, checkpoint_every=checkpoint_every)
-    col = open_or_create(store, name, model, params, index_shard_tiles)
+    col = open_or_create(store, name, model, params, index_shard_tiles, source=source)
     bar = tqdm(total=0, unit="tile", disable=quiet, dynamic_ncols=True)
 
     def on_progress(p: Progress) -> None:

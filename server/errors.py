@@ -59,6 +59,12 @@ class ModelMismatch(Conflict):
     title = "model mismatch"
 
 
+class ModelUnavailable(Conflict):
+    """A collection whose model this server cannot load (source gone, outside the roots, torch missing)."""
+
+    title = "model unavailable"
+
+
 class RasterError(ServerError):
     """A raster that cannot be indexed: unreadable, no CRS, too small, or nothing but nodata."""
 

@@ -1,4 +1,4 @@
-"""The long-lived services behind the HTTP API, with no Flask in sight: store, model, jobs, text cache."""
+"""The long-lived services behind the HTTP API, with no Flask in sight: store, models, jobs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from server import __version__
 from server.errors import Conflict, InvalidRequest, NotFound, PathNotAllowed, ServerError
 from server.indexing.pipeline import Progress, index_rasters
 from server.jobs import Job, JobManager
+from server.models import ModelRegistry, ServedModel
 from server.search.search import SearchRequest, TextEmbedder, search
 from server.store.paths import check_raster_files, find_rasters, resolve_allowed
 from server.store.records import TilingParams
@@ -27,19 +28,42 @@ class Services:
     """Everything a request may touch; built once per app."""
 
     store: Store
-    model: Any
+    models: ModelRegistry
     jobs: JobManager
-    embed_text: TextEmbedder
     allowed_roots: list[Path]
     batch_size: int = 32
     store_lock: StoreLock | None = None  # held while this app serves the store
 
+    @property
+    def model(self) -> Any:
+        """The default model: new collections, /change and training start from it."""
+        return self.models.default.model
+
+    @property
+    def embed_text(self) -> TextEmbedder:
+        """The default model's text embedder."""
+        return self.models.default.embed_text
+
     def health(self) -> dict[str, Any]:
-        """Liveness plus what the server is running."""
+        """Liveness plus what the server is running: the default model, the models available and each
+        collection's model."""
         return {"status": "ok", "version": __version__, "model": self.model.identity,
-                "model_name": self.model.name, "dim": self.model.dim, "device": str(self.model.device), "runtime": getattr(self.model, "runtime", "torch"),
-                "collections": self.store.names(), "allowed_roots": [str(r) for r in self.allowed_roots],
+                "model_name": self.model.name, "dim": self.model.dim, "device": str(self.model.device),
+                "runtime": getattr(self.model, "runtime", "torch"), "default_model": self.models.default.describe(),
+                "models": self.models.available(), "collections": self.store.names(),
+                "collection_models": self.collection_models(), "allowed_roots": [str(r) for r in self.allowed_roots],
                 "jobs_active": sum(j.state in ("queued", "running") for j in self.jobs.list())}
+
+    def collection_models(self) -> list[dict[str, Any]]:
+        """{collection, identity, name, source, state[, reason]} of every collection that opens."""
+        out = []
+        for name in self.store.names():
+            try:
+                col = self.store.get(name)
+            except ServerError:  # broken: GET /collections says why
+                continue
+            out.append({"collection": name, **self.models.state_of(col)})
+        return out
 
     def close(self) -> None:
         """Stop the jobs (cancelled ones save their index) and give the store up."""
@@ -53,6 +77,7 @@ class Services:
         if out["state"] == "broken":
             return out
         col = self.store.get(name)
+        out["model"] = self.models.state_of(col)
         out["busy"] = self.jobs.busy(name)
         if with_rasters:
             out["raster_list"] = [{"path": r.path, "state": r.state, "tiles": r.tiles, "nodata_tiles": r.skipped}
@@ -60,26 +85,26 @@ class Services:
         return out
 
     def create_collection(self, body: Any) -> tuple[dict[str, Any], bool]:
-        """Create a collection (idempotent when name, model and tiling match); returns (summary, created)."""
+        """Create a collection with the model `model` names (a loadable source), else the default (idempotent
+        when name, model and tiling match); returns (summary, created)."""
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             raise InvalidRequest("give a JSON object with a collection name, e.g. {\"name\": \"coast\", "
                                  "\"tile_size\": 256, \"overlap\": 0}")
-        model = body.get("model")
-        if model is not None and model not in (self.model.name, self.model.identity):
-            raise Conflict(f"this server runs model {self.model.identity!r}, not {model!r}; start a server with "
-                           f"--model {model} to build collections with it")
         params = TilingParams.from_dict({k: v for k, v in body.items() if k not in _COLLECTION_KEYS})
+        served = self.models.default if body.get("model") is None else self.models.load(body["model"])
         name = body["name"]
         if name in self.store.names():
             col = self.store.get(name)
-            col.check_model(self.model.identity)
+            if col.identity != served.identity:
+                raise Conflict(f"collection {name!r} exists with model {col.identity!r}, not {served.identity!r}; "
+                               f"give \"model\": \"{self.models.source_of(col)}\" to use it, or another name")
             if "views" not in body:  # an older collection (1 view) is still the same collection
                 params = replace(params, views=col.params.views)
             if col.params != params:
                 raise Conflict(f"collection {name!r} already exists with tiling {col.params.to_dict()}; "
                                "use another name or delete it first")
             return self.collection_summary(name), False
-        self.store.create(name, self.model, params)
+        self.store.create(name, served.model, params, source=served.source)
         return self.collection_summary(name), True
 
     def delete_collection(self, name: str) -> None:
@@ -103,20 +128,42 @@ class Services:
         return files
 
     def add_rasters(self, name: str, body: Any) -> Job:
-        """Validate paths now, index them in a background job."""
-        col = self.store.get(name)
-        col.check_model(self.model.identity)
+        """Validate paths now, index them with the collection's own model in a background job."""
+        served = self.models.for_collection(self.store.get(name))
         self.store.require_writable()
         if not self.allowed_roots:
             raise PathNotAllowed("the server has no allowed roots; restart it with --allowed-root DIR")
-        files = self._rasters_from(body)
+        return self._index_job(name, served, self._rasters_from(body))
 
+    def _index_job(self, name: str, served: ServedModel, files: list[str]) -> Job:
         def run(progress: Callable[[Progress], None], cancel: threading.Event) -> dict[str, Any]:
-            report = index_rasters(self.store.get(name), self.model, files, batch_size=self.batch_size,
+            report = index_rasters(self.store.get(name), served.model, files, batch_size=self.batch_size,
                                    progress=progress, cancel=cancel)
             return report.to_dict()
 
         return self.jobs.submit("index", name, run)
+
+    def reindex(self, name: str, body: Any) -> Job:
+        """Index a collection's rasters into a new collection `into` with another model (default: the default
+        model), same tiling, as a background job; the old collection stays as it is."""
+        if not isinstance(body, dict) or not isinstance(body.get("into"), str):
+            raise InvalidRequest('give {"into": "NEW_NAME", "model": "RUN_OR_MODEL"} (model: default if left out)')
+        if set(body) - {"into", "model"}:
+            raise InvalidRequest(f"unknown key(s) {sorted(set(body) - {'into', 'model'})}; give into and model")
+        col = self.store.get(name)
+        if body["into"] == name:
+            raise InvalidRequest(f"into {name!r} is the collection itself; name a new collection")
+        self.store.require_writable()
+        files = sorted({r.path for r in col.rasters()})
+        if not files:
+            raise Conflict(f"collection {name!r} holds no rasters to re-index")
+        for f in files:  # indexed before the roots changed: still inside them?
+            resolve_allowed(f, self.allowed_roots)
+            check_raster_files(f, self.allowed_roots)
+        spec = body.get("model")
+        self.create_collection({"name": body["into"], **({} if spec is None else {"model": spec}),
+                                **col.params.to_dict()})
+        return self._index_job(body["into"], self.models.for_collection(self.store.get(body["into"])), files)
 
     def remove_rasters(self, name: str, body: Any) -> dict[str, Any]:
         """Mark the tiles of the given rasters deleted."""
@@ -124,7 +171,7 @@ class Services:
         if not isinstance(body, dict) or not isinstance(body.get("paths"), list) or not body["paths"]:
             raise InvalidRequest("give {\"paths\": [\"/abs/path/scene.tif\"]} of rasters to remove")
         removed = 0
-        with col.writing(self.model.identity):
+        with col.writing(col.identity):  # removing tiles needs no model
             for p in body["paths"]:
                 if not isinstance(p, str):
                     raise InvalidRequest(f"path {p!r} must be a string")
@@ -136,7 +183,7 @@ class Services:
         req = SearchRequest.from_json(body)
         before = set(self.store.names())
         try:
-            return search(self.store, self.model, self.embed_text, req)
+            return search(self.store, self.model, self.embed_text, req, model_for=self._model_for)
         except ServerError:
             raise
         except Exception as e:  # sqlite's file or an index shard vanished under the search
@@ -144,3 +191,8 @@ class Services:
             if not gone:
                 raise
             raise NotFound(f"collection(s) {gone} were deleted while this search ran; search again") from e
+
+    def _model_for(self, col: Collection) -> tuple[Any, TextEmbedder]:
+        """(model, text embedder) a collection is searched with: its own model, loaded on first use."""
+        served = self.models.for_collection(col)
+        return served.model, served.embed_text

@@ -1,14 +1,14 @@
-"""POST /train: fine-tune the served model on GeoTIFFs + labelled polygons as a background job, and
-POST /model: switch the served model to a trained run, only when asked (never behind live collections' back).
+"""POST /train: fine-tune the default model on GeoTIFFs + labelled polygons as a background job, and
+POST /model: load a model (a trained run, a model folder or name) and make it the default for NEW collections.
 
 A training job uses the same job API as indexing (GET/DELETE /jobs/<id>: done/total steps, tiles_per_s as
 training images per second, eta_s, cancel). Runs are written under STORE/runs/<run>; a run of the same name
-resumes from its last finished epoch. The served model is not touched: the result says how to switch.
+resumes from its last finished epoch. A finished run is registered as an available model; no collection
+changes model: each keeps searching with the one it was built with, and the result says how to re-index.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from harma_core import HarmaError
-from harma_core.serving import SHIPPED_DIR, load_model, torch_available
+from harma_core.serving import SHIPPED_DIR, torch_available
 from harma_core.train_config import TrainConfig
-from server.errors import Conflict, InvalidRequest, PathNotAllowed
+from server.errors import Conflict, InvalidRequest
 from server.indexing.pipeline import Progress
 from server.jobs import Job
-from server.search.search import TextEmbedder
+from server.models import RUN_NAME
 from server.services import Services
-from server.store.paths import check_raster_files, check_vector_file, resolve_allowed, resolve_allowed_or
+from server.store.paths import check_raster_files, check_vector_file, resolve_allowed
 
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # keys of a POST /train body: TrainConfig settings a client may choose (paths checked against allowed roots)
 PATH_KEYS = ("raster", "labels", "data")
 SETTING_KEYS = ("layer", "label_field", "caption_template", "tile_size", "tile_size_m", "split_field",
@@ -143,49 +142,34 @@ def start_training(services: Services, body: Any) -> Job:
             raise InvalidRequest(str(e)) from e
         return {"run": cfg.out, "model": cfg.out, "best_epoch": metrics["best_epoch"],
                 "best_val": metrics["best_val"], "init_val": metrics["init_val"],
-                "served_model": services.model.identity,
-                "next": f"the server still runs {services.model.name}; to index with the tuned model, POST "
-                        f"/api/v1/model {{\"model\": \"{cfg.out}\"}} (collections of other models are then "
-                        "refused until re-indexed) or restart the server with --model " + cfg.out}
+                "served_model": services.model.identity, **_register(services, cfg.out)}
 
     return services.jobs.submit("train", cfg.out, run)  # the job's "collection" is the run folder
 
 
-def _path_like(s: str) -> bool:
-    return "/" in s or "\\" in s or s.startswith((".", "~"))
-
-
-def model_ref(services: Services, name: str) -> str:
-    """What POST /model may load: a model name, a run of this store by name, a run folder or checkpoint file under
-    the allowed roots (also as ARCH:/path). Outside the roots and missing read the same (no existence oracle)."""
-    roots = [runs_root(services), *services.allowed_roots]
-    refusal = (f"model {name!r} is not a model name, nor a run or checkpoint under the allowed roots or "
-               f"{runs_root(services)}; give a model name (harma-lite) or a training run folder there")
-    arch, sep, tag = name.partition(":")
-    if sep and (_path_like(tag) or Path(tag).exists()) and not _path_like(arch):  # ARCH:/path/to/checkpoint.pt
-        return f"{arch}:{resolve_allowed_or(tag, roots, refusal)}"
-    if _path_like(name):
-        return str(resolve_allowed_or(name, roots, refusal))
-    if RUN_NAME.match(name) and (runs_root(services) / name).is_dir():
-        return str(runs_root(services) / name)
-    if Path(name).exists():  # a bare name the model loader would open relative to the server's folder
-        raise PathNotAllowed(refusal)
-    return name
+def _register(services: Services, run: str) -> dict[str, Any]:
+    """Load a finished run as an available model; what the job result says about it and how to re-index."""
+    try:
+        identity = services.models.load(run).identity
+    except Exception as e:  # noqa: BLE001 - the run is trained; only serving it failed, and the result says why
+        return {"model_identity": None, "registered": False,
+                "next": f"the run is trained but could not be loaded here ({e}); export it with "
+                        "tools/export_model.py and serve the folder"}
+    return {"model_identity": identity, "registered": True,
+            "next": f"collections keep their own models; to re-index one with the tuned model, POST "
+                    f"/api/v1/collections/NAME/reindex {{\"model\": \"{run}\", \"into\": \"NEW_NAME\"}} "
+                    f"(a job), or POST /api/v1/collections {{\"name\": \"NEW_NAME\", \"model\": \"{run}\"}} "
+                    "and add rasters; POST /api/v1/model makes it the default for new collections"}
 
 
 def switch_model(services: Services, body: Any) -> dict[str, Any]:
-    """Serve another model (a trained run folder or a model name), on request only and with no job active."""
+    """Load a model (a trained run folder, a model folder or name) and make it the default for new collections;
+    existing collections keep searching and indexing with the model each was built with."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"].strip():
         raise InvalidRequest('give {"model": "/path/to/run"} (a training run folder) or a model name')
-    name = model_ref(services, body["model"].strip())
-    if any(j.state in ("queued", "running") for j in services.jobs.list()):
-        raise Conflict("jobs are queued or running; switch the model when they are done (GET /api/v1/jobs)")
-    try:
-        model = load_model(name, device=services.model.device, runtime=getattr(services.model, "runtime", "torch"))
-    except Exception as e:  # noqa: BLE001 - a damaged run folder fails in json, safetensors, torch...: all a 400
-        raise InvalidRequest(f"cannot load model {body['model'].strip()!r} ({type(e).__name__}: {e}); give a "
-                             "training run folder (tools/train.py --out) or a model name") from e
-    previous = services.model.identity
-    services.model, services.embed_text = model, TextEmbedder(model)
-    return {"model": model.identity, "previous": previous,
-            "note": "collections built with the previous model are refused until re-indexed with this one"}
+    served = services.models.load(body["model"].strip())
+    previous = services.models.set_default(served)
+    return {"model": served.identity, "name": served.model.name, "source": served.source,
+            "previous": previous.identity, "default": True,
+            "note": "new collections use this model unless they name another; existing collections keep the "
+                    "model each was built with"}

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from harma_core.serving import load_model
     from server.cli import check_index_target, run_index
+    from server.models import default_source
 
     params = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_size_m": args.tile_size_m,
               "overlap_m": args.overlap_m, "bands": args.bands, "pixel_coords": args.pixel_coords,
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_index(args.store, args.collection, args.paths, model,
                        {k: v for k, v in params.items() if v is not None}, batch_size=args.batch_size,
                        checkpoint_every=args.checkpoint_every, quiet=args.quiet,
-                       index_shard_tiles=args.index_shard_tiles)
+                       index_shard_tiles=args.index_shard_tiles, source=default_source(args.model))
     return 1 if report.skipped and not (report.rasters or report.unchanged) else 0
 
 

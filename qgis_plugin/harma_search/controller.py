@@ -11,7 +11,16 @@ from qgis.PyQt.QtWidgets import QFileDialog
 from .area_tool import PolygonDrawTool
 from .dock import HarmaDock
 from .feedback import FeedbackController
-from .history import add_result, label_of, no_match_of, results, show_only, shown_result, zoom_with_context
+from .history import (
+    add_result,
+    label_of,
+    no_match_of,
+    remember_request,
+    results,
+    show_only,
+    shown_result,
+    zoom_with_context,
+)
 from .index_controller import IndexingMixin
 from .logic.errors import PluginError
 from .logic.feedback import FeedbackParams
@@ -229,6 +238,7 @@ class Controller(IndexingMixin):
             self._fail(f"{exc} · the result is kept in memory only and is lost when the project closes")
         self._layer = layer
         add_result(project, layer, params.label, answer.no_match, answer.no_match_reason)
+        remember_request(layer, params)
         for hit, path in reversed(previews):
             try:
                 add_preview(project, path, f"HarMA preview #{hit.rank} (tile {hit.tile_id})", layer, hit.raster)

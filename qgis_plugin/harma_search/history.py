@@ -2,6 +2,9 @@
 previews) in the 'HarMA results' group; a new or chosen result is shown, the others hidden (not deleted)."""
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from qgis.core import (
     QgsCoordinateTransform,
     QgsLayerTreeGroup,
@@ -11,10 +14,14 @@ from qgis.core import (
 )
 from qgis.gui import QgsMapCanvas
 
+from .logic import api
+from .logic.feedback import FeedbackParams
+from .logic.params import SearchParams
 from .result_store import MARKS, RESULT, kept_layers
 from .results import results_group
 
 SEQ, LABEL, NO_MATCH, REASON = "harma/seq", "harma/label", "harma/no_match", "harma/reason"
+REQUEST = "harma/request"  # the search body that made a result (asked again "as": "heatmap")
 CONTEXT = 0.5  # zoom out by half the hits' extent (at least one tile) on each side, to see around them
 
 
@@ -32,6 +39,24 @@ def label_of(layer: QgsVectorLayer) -> str:
 def no_match_of(layer: QgsVectorLayer) -> tuple[bool, str]:
     """(no_match, reason) the server said for this result."""
     return str(layer.customProperty(NO_MATCH)) in ("1", "true", "True"), str(layer.customProperty(REASON) or "")
+
+
+def remember_request(layer: QgsVectorLayer, params: SearchParams | FeedbackParams) -> None:
+    """Keep the search body that made layer with it (saved in the project), to ask it again as a heatmap."""
+    request = api.feedback_search(params) if isinstance(params, FeedbackParams) else api.search(params)
+    layer.setCustomProperty(REQUEST, json.dumps(request.body))
+
+
+def request_of(layer: QgsVectorLayer) -> dict[str, Any]:
+    """The search body that made layer; for a result saved before bodies were kept, its text query."""
+    try:
+        body = json.loads(str(layer.customProperty(REQUEST) or ""))
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    collections = sorted({str(f["collection"]) for f in layer.getFeatures()})
+    return {"text": label_of(layer), "collections": collections}
 
 
 def result_group(layer: QgsVectorLayer) -> QgsLayerTreeGroup | None:

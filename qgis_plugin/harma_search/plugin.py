@@ -12,6 +12,7 @@ from .controller import Controller
 from .dock import HarmaDock
 from .local_controller import LocalServerController
 from .local_manager import get_manager, release_manager
+from .maps_controller import MapsController
 from .processing.provider import HarmaProvider
 from .settings import load_settings
 
@@ -29,6 +30,7 @@ class HarmaSearchPlugin:
         self.action: QAction | None = None
         self.controller: Controller | None = None
         self.local: LocalServerController | None = None
+        self.maps: MapsController | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
         """Register the Processing provider (QGIS calls this before initGui)."""
@@ -44,6 +46,7 @@ class HarmaSearchPlugin:
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock.results_dock)  # below it
         self.controller = Controller(self.iface, self.dock, settings)
+        self.maps = MapsController(self.iface, self.dock, self.controller)
         self.local = LocalServerController(self.iface, self.dock, self.controller, get_manager())
         self.action = QAction(QIcon(ICON), "HarMA Search", self.iface.mainWindow())
         self.action.setCheckable(True)
@@ -62,8 +65,9 @@ class HarmaSearchPlugin:
             self.local = None
         release_manager()  # stops the local server
         if self.controller is not None:
-            self.controller.shutdown()
+            self.controller.shutdown()  # cancels the Maps tab's tasks too (it keeps their references)
             self.controller = None
+            self.maps = None
         if self.action is not None:
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeRasterToolBarIcon(self.action)

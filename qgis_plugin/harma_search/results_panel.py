@@ -13,6 +13,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -50,8 +51,14 @@ class ResultsPanel(QGroupBox):
         self.history_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.history_combo.setMinimumContentsLength(10)
         self.history_combo.activated.connect(self._history_chosen)
+        self.heatmap_button = QPushButton("Heatmap")
+        self.heatmap_button.setToolTip("Show this search as a heatmap: every tile's score as a coloured raster, "
+                                       "in the result's group")
+        chooser = QHBoxLayout()
+        chooser.addWidget(self.history_combo, 1)
+        chooser.addWidget(self.heatmap_button)
         history = QFormLayout()
-        history.addRow("Result", self.history_combo)
+        history.addRow("Result", chooser)
         self.header = QLabel("No search yet")
         self.header.setWordWrap(True)
         self.list = QListWidget()

@@ -10,11 +10,11 @@ from server.store.store import Collection, Store
 
 
 def open_or_create(store: Store, name: str, model: Any, params: dict[str, Any],
-                   index_shard_tiles: int | None = None) -> Collection:
-    """The named collection, created with `params` (and index shards of `index_shard_tiles` tiles) when new;
-    given params must match an existing one."""
+                   index_shard_tiles: int | None = None, source: str | None = None) -> Collection:
+    """The named collection, created with `params` (and index shards of `index_shard_tiles` tiles, the model's
+    `source` recorded) when new; given params must match an existing one."""
     if name not in store.names():
-        return store.create(name, model, TilingParams.from_dict(params),
+        return store.create(name, model, TilingParams.from_dict(params), source=source,
                             **({} if index_shard_tiles is None else {"shard_tiles": index_shard_tiles}))
     col = store.get(name)
     if index_shard_tiles is not None and index_shard_tiles != col.shard_tiles:

@@ -4,23 +4,21 @@ in EPSG:4326: candidates from the index (inside an area if given), thresholds, n
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from shapely.geometry import MultiPolygon, mapping
-from shapely.geometry.base import BaseGeometry
 
-from harma_core.prompts import embed_query_pair
 from server.errors import InvalidRequest
-from server.search import feedback
+from server.search import answer, feedback
 from server.search.area import MIN_INSIDE, bbox_lonlat, candidates, geometry_lonlat
 from server.search.calibrated import calibration_for, no_match, probability
 from server.search.dedupe import suppress
+from server.search.groups import ModelFor, ModelGroup, example_group, group_by_model, one_model
 from server.search.hubness import Reranker, bank_for, can_rerank
 from server.search.relevance import Relevance
 from server.search.search_request import MAX_ALL, MAX_K, SearchRequest
+from server.search.text_embedder import TextEmbedder
 from server.store.store import Collection, Store
 
 __all__ = ["MAX_K", "SearchRequest", "TextEmbedder", "bbox_lonlat", "search"]
@@ -31,44 +29,6 @@ RERANK_POOL = 200  # fewest cosine candidates per collection that the querybank 
 MAX_FETCH = 40_000  # most candidates one collection gives one search, however many are folded
 _ranking: dict[str, tuple[Relevance, Reranker | None]] = {}
 _ranking_lock = threading.Lock()
-
-
-class TextEmbedder:
-    """Text -> (plain, search) unit vectors with an LRU cache, so repeated queries skip the text encoder.
-
-    The search vector of a keyword query is its template ensemble (harma_core.prompts); the plain vector is
-    the words as typed, what the relevance gate reads. For longer queries the two are the same array.
-    """
-
-    def __init__(self, model: Any, size: int = 512) -> None:
-        self.model = model
-        self.size = size
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __call__(self, text: str) -> np.ndarray:
-        """The search vector of one non-empty text."""
-        return self.pair(text)[1]
-
-    def pair(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(plain, search) vectors of one non-empty text."""
-        key = " ".join(text.split())
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return self._cache[key]
-        pair = embed_query_pair(self.model, key)  # one encoder call for the words and their phrasings
-        for vec in pair:
-            vec.setflags(write=False)
-        with self._lock:
-            self.misses += 1
-            self._cache[key] = pair
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return pair
 
 
 def ranking_for(model: Any) -> tuple[Relevance, Reranker | None]:
@@ -94,28 +54,27 @@ class _Query:
     text: str | None = None
 
 
-def _geojson_geometry(geom: BaseGeometry | None) -> dict[str, Any] | None:
-    """A single-part footprint is written as a Polygon; only antimeridian-split ones stay multi."""
-    if geom is None:
-        return None
-    if isinstance(geom, MultiPolygon) and len(geom.geoms) == 1:
-        geom = geom.geoms[0]
-    return dict(mapping(geom))
-
-
-def _owner(store: Store, req: SearchRequest, names: list[str], model: Any) -> Collection:
+def _owner(store: Store, req: SearchRequest, names: list[str]) -> Collection:
     """The collection the request's example tiles belong to."""
     owner = req.collection or (names[0] if len(names) == 1 else None)
     if owner is None:
         what = "tile_id" if req.tile_id is not None else "positive/negative tiles"
         raise InvalidRequest(f"searching by {what} needs 'collection' naming the tiles' collection")
-    source = store.get(owner)
-    source.check_model(model.identity)
-    return source
+    return store.get(owner)
 
 
 def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest, names: list[str],
            rel: Relevance) -> _Query:
+    """The query of a one-model search (server.search.exact): the example tiles must be of `model`."""
+    owner = None
+    if req.text is None or req.feedback:
+        owner = _owner(store, req, names)
+        owner.check_model(model.identity)
+    return _query_of(owner, embed_text, req, rel)
+
+
+def _query_of(owner: Collection | None, embed_text: TextEmbedder, req: SearchRequest, rel: Relevance) -> _Query:
+    """What the collections are scored against: the text's vector, the example tile's, or a feedback direction."""
     if not req.feedback:
         if req.text is not None:
             plain, vec = embed_text.pair(req.text)
@@ -125,8 +84,10 @@ def _query(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
             if req.expand and rel.bank is not None and rel.bank.expands:
                 return _Query(rel.bank.expand(vec, sims), "text", gate=gate, expanded=True, text=req.text)
             return _Query(vec, "text", gate=gate, text=req.text)
-        return _Query(_owner(store, req, names, model).vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
-    source = _owner(store, req, names, model)
+        assert owner is not None
+        return _Query(owner.vector(int(req.tile_id)), "example")  # type: ignore[arg-type]
+    source = owner
+    assert source is not None
     pos = source.vectors(list(req.positive)) if req.positive else np.zeros((0, source.manifest["model"]["dim"]))
     neg = source.vectors(list(req.negative)) if req.negative else pos[:0]
     if req.text is not None:
@@ -224,17 +185,6 @@ def _select(cols: list[Collection], hits: list[tuple], req: SearchRequest, want:
         window *= OVERFETCH
 
 
-def _feature(rank: int, hit: tuple, row: dict[str, Any], folded: int | None) -> dict[str, Any]:
-    key, cos, relv, corr, tile_id, col = hit
-    props = {"rank": rank, "score": key, "cosine": cos, "relevance": relv, "tile_id": tile_id, "collection": col.name,
-             "raster": row["raster"], "window": [row["col_off"], row["row_off"], row["width"], row["height"]],
-             "crs": row["crs"], "bounds": [row["minx"], row["miny"], row["maxx"], row["maxy"]]}
-    if folded is not None:
-        props["near_duplicates"] = folded
-    return {"type": "Feature", "id": f"{col.name}:{tile_id}", "geometry": _geojson_geometry(row["geom"]),
-            "properties": props}
-
-
 def _reranker(req: SearchRequest, q: _Query, rerank: Reranker | None) -> Reranker | None:
     """The querybank re-ranker when it applies: text queries, a bank that gives offsets, not turned off."""
     if req.ranking == "cosine" or q.kind != "text":
@@ -248,26 +198,95 @@ def _reranker(req: SearchRequest, q: _Query, rerank: Reranker | None) -> Reranke
     return rerank
 
 
+@dataclass
+class _Plan:
+    """One model's part of a search: its collections, query vector, relevance and re-rankers."""
+
+    group: ModelGroup
+    rel: Relevance
+    reranker: Reranker | None  # gives the corrected score calibrated relevance is read from
+    q: _Query
+    rerank: Reranker | None  # ranks by the corrected score (None: ranking 'cosine', or not a text query)
+
+    @property
+    def calibrated(self) -> bool:
+        """True when this model's relevance is its calibrated P(match)."""
+        return _calibrated(self.rel, self.q, self.reranker)
+
+    @property
+    def by(self) -> str:
+        """What this model's hits are ranked by."""
+        return "feedback" if self.q.kind == "feedback" else "relevance" if self.calibrated and \
+            self.rerank is not None else "querybank" if self.rerank is not None else "cosine"
+
+    def scoring(self) -> dict[str, Any]:
+        """How this model's hits were scored."""
+        cal = self.rel.calibration
+        return answer.scoring(self.by, self.q.kind, self.calibrated, cal.no_match_below if cal else None,
+                              self.q.gate, self.q.expanded, self.rerank.bank.beta if self.rerank else None,
+                              self.q.classifier)
+
+
+def _plans(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest, cols: list[Collection],
+           skipped: list[dict[str, str]], model_for: ModelFor, relevance: Relevance | None,
+           reranker: Reranker | None) -> list[_Plan]:
+    """A plan per model of the searched collections (the example's model only for a search by example tiles)."""
+    named = bool(req.collections)
+    owner = _owner(store, req, [c.name for c in cols]) if req.text is None or req.feedback else None
+    groups = [example_group(cols, owner, model_for, named, skipped)] if owner is not None else \
+        group_by_model(cols, model_for, named, skipped) or [ModelGroup(model, embed_text)]
+    plans = []
+    for g in groups:
+        if relevance is not None and g.identity == model.identity:  # the caller's own calibrations
+            rel = relevance
+            rr = reranker if reranker is not None or not can_rerank(rel.bank) else Reranker(rel.bank)  # type: ignore[arg-type]
+        else:
+            rel, rr = ranking_for(g.model)
+        q = _query_of(owner, g.embed_text, req, rel)
+        if len(groups) > 1 and req.min_score is not None and q.kind == "text" and q.gate is None:
+            why = f"model {g.identity!r} ships no query bank: its hits have no relevance for min_score to filter"
+            if named:
+                raise InvalidRequest(f"{why} (collections {[c.name for c in g.cols]}); leave them out, or filter "
+                                     "on the cosine with min_cosine instead")
+            skipped += [{"collection": c.name, "model": g.identity, "reason": why} for c in g.cols]
+            continue
+        plans.append(_Plan(g, rel, rr, q, _reranker(req, q, rr)))
+    if not plans:
+        raise InvalidRequest("min_score filters on relevance, which needs a model's query bank, and none of the "
+                             "searched models ships one: filter on the cosine with min_cosine instead")
+    return plans
+
+
+def _merged(plans: list[_Plan], req: SearchRequest, area_ids: dict[str, list[int] | None], fetch: int
+            ) -> tuple[list[tuple], bool, str | None]:
+    """Hits of every model, best first, and whether all collections are exhausted; with several models they
+    rank by calibrated relevance when every model has it, else by cosine (returned as the merge key)."""
+    hits: list[tuple] = []
+    exhausted = True
+    for p in plans:
+        found, done = _hits(p.group.cols, p.q, req, p.rel, p.rerank, area_ids, fetch, p.reranker)
+        hits += found
+        exhausted &= done
+    if len(plans) < 2:
+        return hits, exhausted, None
+    by = "relevance" if all(p.by == "relevance" for p in plans) else "cosine"
+    if by == "cosine":
+        hits = [(h[1], *h[1:]) for h in hits]
+    hits.sort(key=lambda h: (-h[0], -(h[3] if h[3] is not None else h[1]), h[5].name, h[4]))
+    return hits, exhausted, by
+
+
 def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchRequest,
-           relevance: Relevance | None = None, reranker: Reranker | None = None) -> dict[str, Any]:
-    """Run a search; returns a GeoJSON FeatureCollection (EPSG:4326) of hits, best first. Without explicit
-    calibrations and re-ranker, the process-wide ones of the model (from its shipped query bank) are used."""
-    cols, broken = store.searchable(list(req.collections) if req.collections else None)
+           relevance: Relevance | None = None, reranker: Reranker | None = None,
+           model_for: ModelFor | None = None) -> dict[str, Any]:
+    """Run a search; returns a GeoJSON FeatureCollection (EPSG:4326) of hits, best first. Each collection is
+    searched with the model it was built with (`model_for`; default: `model` alone, other models refused).
+    Without explicit calibrations and re-ranker, the process-wide ones of each model (its query bank) are used."""
+    cols, skipped = store.searchable(list(req.collections) if req.collections else None)
+    plans = _plans(store, model, embed_text, req, cols, skipped, model_for or one_model(model, embed_text),
+                   relevance, reranker)
+    cols = [c for p in plans for c in p.group.cols]
     names = [c.name for c in cols]
-    other_model = []
-    if not req.collections:  # searching "everything" means everything this model can search
-        other_model = [c.name for c in cols if c.identity != model.identity]
-        cols = [c for c in cols if c.identity == model.identity]
-        names = [c.name for c in cols]
-    for col in cols:  # store.searchable() has already refreshed them from disk
-        col.check_model(model.identity)
-    if relevance is None:
-        relevance, reranker = ranking_for(model)
-    elif reranker is None and can_rerank(relevance.bank):
-        reranker = Reranker(relevance.bank)  # type: ignore[arg-type]
-    rel = relevance
-    q = _query(store, model, embed_text, req, names, rel)
-    rerank = _reranker(req, q, reranker)
     area = None
     if req.bbox:
         area = bbox_lonlat(req.bbox, req.bbox_crs)
@@ -276,18 +295,16 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
     area_ids = {c.name: candidates(c, area, MIN_INSIDE) if area is not None else None for c in cols}
     want = MAX_ALL if req.all else req.k
     fetch = want * OVERFETCH if req.dedupe and not req.all else want
-    if rerank is not None:
+    if any(p.rerank is not None for p in plans):
         fetch = max(fetch, RERANK_POOL)
     while True:
-        hits, exhausted = _hits(cols, q, req, rel, rerank, area_ids, fetch, reranker)
+        hits, exhausted, merged_by = _merged(plans, req, area_ids, fetch)
         hits, rows, kept, folded = _select(cols, hits, req, want)
         if len(kept) >= want or exhausted or fetch >= MAX_FETCH:
             break
         fetch = min(fetch * OVERFETCH, MAX_FETCH)
-    features = []
-    for n, i in enumerate(kept):
-        features.append(_feature(n + 1, hits[i], rows[hits[i][5].name][hits[i][4]],
-                                 None if folded is None else folded[n]))
+    features = [answer.feature(n + 1, hits[i], rows[hits[i][5].name][hits[i][4]],
+                               None if folded is None else folded[n]) for n, i in enumerate(kept)]
     if req.text is not None and not req.feedback:
         query: dict[str, Any] = {"text": req.text}
     elif req.feedback:
@@ -295,49 +312,23 @@ def search(store: Store, model: Any, embed_text: TextEmbedder, req: SearchReques
                  "collection": req.collection}
     else:
         query = {"tile_id": req.tile_id, "collection": req.collection}
-    area_json: dict[str, Any] = {"bbox": list(req.bbox) if req.bbox else None,
-                                 "bbox_crs": req.bbox_crs if req.bbox else None}
-    if req.geometry is not None:
-        area_json.update(geometry=_geojson_geometry(area), geometry_crs="EPSG:4326")
-    if area is not None:
-        area_json["area_rule"] = f"tiles with at least {MIN_INSIDE:.0%} of their area inside"
-        area_json["min_inside"] = MIN_INSIDE
-    calibrated = _calibrated(rel, q, reranker)
-    by = "feedback" if q.kind == "feedback" else "relevance" if calibrated and rerank is not None else \
-        "querybank" if rerank is not None else "cosine"
-    scoring: dict[str, Any] = {
-        "ranked_by": by,
-        "score": {"cosine": "cosine with the query vector", "feedback": "classifier probability",
-                  "querybank": "cosine minus the tile's querybank offset (QB-Norm)",
-                  "relevance": "relevance (ties broken by the querybank-corrected cosine)"}[by],
-        "cosine": "cosine with the query vector" if q.kind != "feedback" else
-                  "cosine with the feedback classifier's direction",
-        "relevance": {"text": "share of real captions whose best hit here scores lower, times the text gate",
-                      "example": "share of sampled tiles whose nearest other tile is less similar",
-                      "feedback": "classifier probability"}[q.kind],
-        "calibrated": calibrated}
-    if calibrated:
-        assert rel.calibration is not None
-        scoring["relevance"] = ("probability that the tile shows what was asked (calibrated on val from the "
-                                "querybank-corrected cosine, calibration.json), times the text gate")
-        scoring["no_match_below"] = rel.calibration.no_match_below
-    if q.kind == "text":
-        scoring["text_gate"] = None if q.gate is None else round(q.gate, 4)
-        scoring["expanded"] = q.expanded
-    if rerank is not None:
-        scoring["beta"] = rerank.bank.beta
-    if q.classifier is not None:
-        scoring["classifier"] = {"scale": round(q.classifier.scale, 4), "bias": round(q.classifier.bias, 4)}
-    out = {"type": "FeatureCollection", "features": features, "model": model.identity,
-           "skipped_collections": [{"collection": n, "reason": "built with another model"} for n in other_model]
-           + broken,
-           "query": {**query, "k": req.k, "collections": names, **area_json, "min_score": req.min_score,
-                     "min_cosine": req.min_cosine, "dedupe": req.dedupe,
-                     "dedupe_iou": req.dedupe_iou if req.dedupe else None, "expand": req.expand, "all": req.all},
+    main = next((p for p in plans if p.group.identity == model.identity), plans[0])
+    scoring = main.scoring()
+    if merged_by is not None:
+        scoring.update(ranked_by=merged_by, score=answer.MERGED[merged_by], merged_by=merged_by,
+                       per_model=[{"model": p.group.identity, "collections": [c.name for c in p.group.cols],
+                                   **p.scoring()} for p in plans])
+    out = {"type": "FeatureCollection", "features": features, "model": main.group.identity,
+           "models": [{"identity": p.group.identity, "name": p.group.model.name,
+                       "collections": [c.name for c in p.group.cols]} for p in plans],
+           "skipped_collections": skipped, "query": answer.query_json(req, query, names, area),
            "scoring": scoring, "no_match": False, "no_match_reason": None}
-    if q.kind == "text" and q.text is not None:
-        threshold = rel.calibration.no_match_below if calibrated and rel.calibration is not None else 0.0
-        out["no_match"], out["no_match_reason"] = no_match(features, threshold, q.gate, req.min_score, q.text)
+    best = next((p for p in plans if features and p.group.identity == features[0]["properties"]["model"]), main)
+    if best.q.kind == "text" and best.q.text is not None:
+        cal = best.rel.calibration
+        threshold = cal.no_match_below if best.calibrated and cal is not None else 0.0
+        out["no_match"], out["no_match_reason"] = no_match(features, threshold, best.q.gate, req.min_score,
+                                                           best.q.text)
     if req.all:
         out["truncated"] = len(features) >= MAX_ALL and not exhausted
     return out

@@ -77,6 +77,12 @@ class Collection:
         return str(self.manifest["model"]["identity"])
 
     @property
+    def source(self) -> str | None:
+        """Where the collection's model loads from (a model name or folder), None in manifests made before."""
+        source = self.manifest["model"].get("source")
+        return source if isinstance(source, str) and source else None
+
+    @property
     def params(self) -> TilingParams:
         """Tiling parameters recorded at creation (collections made before test-time views have views=1)."""
         return TilingParams.recorded(self.manifest["tiling"])

@@ -130,9 +130,10 @@ class Store:
         return folder
 
     def create(self, name: str, model: ModelLike, params: TilingParams | None = None,
-               shard_tiles: int = DEFAULT_SHARD_TILES) -> Collection:
+               shard_tiles: int = DEFAULT_SHARD_TILES, source: str | None = None) -> Collection:
         """Create an empty collection for a model; the folder appears whole or not at all. Its index is split
-        into shards of at most `shard_tiles` tiles."""
+        into shards of at most `shard_tiles` tiles; `source` (a model name or folder) is where the model loads
+        from, recorded in the manifest so a server can load it again."""
         if isinstance(shard_tiles, bool) or not isinstance(shard_tiles, int) or shard_tiles < 1:
             raise InvalidRequest(f"shard_tiles {shard_tiles!r} must be a whole number of tiles, at least 1")
         self._check_name(name)
@@ -145,7 +146,8 @@ class Store:
             try:
                 tmp.mkdir()
                 manifest = {"format_version": FORMAT_VERSION, "name": name, "created_at": utc_now(),
-                            "model": {"identity": model.identity, "name": model.name, "dim": int(model.dim)},
+                            "model": {"identity": model.identity, "name": model.name, "dim": int(model.dim),
+                                      **({} if source is None else {"source": source})},
                             "tiling": params.to_dict(),
                             "index": {"library": "hnswlib", "space": "cosine", "M": INDEX_M,
                                       "ef_construction": INDEX_EF_CONSTRUCTION, "shard_tiles": shard_tiles}}

@@ -158,6 +158,17 @@ class TileTable:
             return {tuple(r) for r in conn.execute(  # type: ignore[misc]
                 "SELECT col_off, row_off, width, height FROM tiles WHERE raster = ? AND deleted = 0", (raster,))}
 
+    def raster_windows(self, raster: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live tiles of one raster as arrays: ids (n,), windows (n, 4) [col, row, width, height] and bounds
+        (n, 4) [minx, miny, maxx, maxy] in the raster CRS; in id order."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT fid, col_off, row_off, width, height, minx, miny, maxx, maxy FROM tiles "
+                                "WHERE raster = ? AND deleted = 0 ORDER BY fid", (raster,)).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        windows = np.array([r[1:5] for r in rows], dtype=np.int64).reshape(-1, 4)
+        bounds = np.array([r[5:9] for r in rows], dtype=np.float64).reshape(-1, 4)
+        return ids, windows, bounds
+
     def rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Live tile rows by id, footprint decoded; missing or deleted ids are absent."""
         ids = list(ids)

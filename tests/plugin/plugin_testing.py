@@ -44,13 +44,13 @@ def get_json(url: str):
 class LiveServer:
     """A `python -m server` subprocess; its output is drained by a thread into .lines."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, roots: tuple[Path, ...] = (GEOTIFF,)) -> None:
         self.store = store
         env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
         env.pop("QT_QPA_PLATFORM", None)
         self.proc = subprocess.Popen(
             [str(SERVER_PYTHON), "-m", "server", "--store", str(store), "--host", "127.0.0.1", "--port", "0",
-             "--allowed-root", str(GEOTIFF)],
+             *[arg for root in roots for arg in ("--allowed-root", str(root))]],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.url = ""

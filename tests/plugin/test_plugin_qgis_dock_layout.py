@@ -31,10 +31,12 @@ def test_every_control_is_reachable_in_a_small_dock(loaded):
     dock.resize(QSize(420, 480))
     dock.show()
     tabs = dock.tabs
-    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Search", "Index", "Server"]
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Search", "Index", "Server", "Maps"]
+    maps = dock.maps_panel
     wanted = {"Search": [dock.search_button, dock.cancel_search_button, dock.draw_button],
               "Index": [dock.tile_size_spin, dock.index_button, dock.cancel_index_button, dock.index_progress],
-              "Server": [dock.url_edit, dock.retry_button]}
+              "Server": [dock.url_edit, dock.retry_button],
+              "Maps": [maps.compare_button, maps.cancel_compare_button, maps.map_button, maps.cancel_map_button]}
     for index in range(tabs.count()):
         tabs.setCurrentIndex(index)
         area = tabs.currentWidget()

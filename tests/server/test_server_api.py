@@ -59,7 +59,10 @@ def test_health_and_collections(client, model):
     assert post(client, "/collections", {"name": "one", "tile_size": 128}).status_code == 200  # its own views
     assert "already exists with tiling" in error_of(post(client, "/collections", {"name": "one", "tile_size": 128,
                                                                                   "views": 8}), 409)
-    assert "not 'ViT-B-32'" in error_of(post(client, "/collections", {"name": "z", "model": "ViT-B-32"}), 409)
+    # another model is loaded from its source (test_server_models.py); one that does not load is a 400
+    assert "cannot load model 'no-such-model'" in error_of(post(client, "/collections", {"name": "z", "model":
+                                                                                          "no-such-model"}), 400)
+    assert "is not a model name" in error_of(post(client, "/collections", {"name": "z", "model": "/etc"}), 403)
     assert client.delete("/api/v1/collections/new").status_code == 200
     assert "no collection named 'new'" in error_of(client.get("/api/v1/collections/new"), 404)
 

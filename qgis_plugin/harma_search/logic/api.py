@@ -131,6 +131,30 @@ def tile_raster(collection: str, tile_id: int) -> ApiRequest:
     return ApiRequest("GET", f"/tiles/{_seg(collection)}/{_seg(tile_id)}.tif")
 
 
+def change(body: dict[str, Any]) -> ApiRequest:
+    """POST /change: the cells of two dates' rasters, most change first (GeoJSON)."""
+    return ApiRequest("POST", "/change", body)
+
+
+def heatmap(search_body: dict[str, Any]) -> ApiRequest:
+    """POST /search answered as heatmaps: every tile's score as GeoTIFFs (k and 'find all' do not apply)."""
+    body = {key: value for key, value in search_body.items() if key not in ("k", "all", "dedupe", "as")}
+    return ApiRequest("POST", "/search", {**body, "as": "heatmap"})
+
+
+def zero_shot_map(body: dict[str, Any]) -> ApiRequest:
+    """POST /map: a class per tile (class GeoTIFFs to fetch) and the dissolved class polygons."""
+    return ApiRequest("POST", "/map", body)
+
+
+def server_file(url: str) -> ApiRequest:
+    """GET a file the server named in an answer (e.g. /api/v1/heatmaps/<id>.tif); other URLs are refused."""
+    path = urlsplit(url).path
+    if not path.startswith(API_PREFIX + "/") or ".." in path:
+        raise ServerResponseError(f"The server named a file outside its API ({url!r}): is it up to date?")
+    return ApiRequest("GET", path[len(API_PREFIX):])
+
+
 def decode_json(raw: bytes, url: str) -> Any:
     """Parse a JSON body or raise ServerResponseError naming the URL."""
     try:

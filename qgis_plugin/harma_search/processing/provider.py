@@ -6,7 +6,9 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .change_algorithm import CompareDatesAlgorithm
 from .index_algorithm import IndexRastersAlgorithm
+from .map_algorithm import MapLandCoverAlgorithm
 from .search_algorithm import SearchByTextAlgorithm
 from .setup_algorithm import SetupServerAlgorithm
 from .train_algorithm import TrainAdapterAlgorithm
@@ -15,7 +17,7 @@ ICON = str(Path(__file__).resolve().parents[1] / "icon.svg")
 
 
 class HarmaProvider(QgsProcessingProvider):
-    """Provides search, indexing, adapter training and setting up the local server."""
+    """Provides search, indexing, comparing dates, land-cover maps, adapter training and setting up the local server."""
 
     def id(self) -> str:  # noqa: A003 - QGIS API name
         """Provider id used in algorithm ids (harma_search:...)."""
@@ -35,3 +37,5 @@ class HarmaProvider(QgsProcessingProvider):
         self.addAlgorithm(IndexRastersAlgorithm())
         self.addAlgorithm(TrainAdapterAlgorithm())
         self.addAlgorithm(SetupServerAlgorithm())
+        self.addAlgorithm(CompareDatesAlgorithm())
+        self.addAlgorithm(MapLandCoverAlgorithm())
