@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harma_core.errors import HarmaError
-from harma_core.ort_session import RUNTIMES, runtime_of, session_options  # noqa: F401  (runtime_of: re-exported)
+from harma_core.ort_session import RUNTIMES, OrtTowers, runtime_of, session_options  # noqa: F401  (runtime_of: re-exported)
 from harma_core.zoo import LoadedModel, create_model
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def exported_folder(loaded: LoadedModel, root: Path | None = None) -> tuple[Path
     return folder, False
 
 
-class OnnxModel:
+class OnnxModel(OrtTowers):
     """A LoadedModel whose towers run in ONNX Runtime; every other attribute is the torch model's."""
 
     runtime = "onnx"
@@ -233,21 +233,9 @@ class OnnxModel:
             raise AttributeError(name)
         return getattr(self.loaded, name)
 
-    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Normalised float32 pixels [B, 3, S, S] -> unit embeddings [B, dim]."""
-        return self.image_session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0]
-
     def token_ids(self, texts: list[str]) -> np.ndarray:
         """Token ids [B, L] of texts, padded to the longest (the torch model's tokenizer)."""
         return self.loaded.tokenizer(texts).numpy()
-
-    def encode_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Token ids [B, L] (padded with the tokenizer's pad id) -> unit embeddings [B, dim]."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        feed = {"input_ids": ids}
-        if self.pad_token_id is not None:
-            feed["attention_mask"] = (ids != self.pad_token_id).astype(np.int64)
-        return self.text_session.run(None, feed)[0]
 
 
 def resolve_runtime(runtime: str, device: torch.device) -> str:

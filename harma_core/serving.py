@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harma_core.errors import HarmaError, UnknownModelError
-from harma_core.ort_session import RUNTIMES, session_options
+from harma_core.ort_session import RUNTIMES, OrtTowers, session_options
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
@@ -57,7 +57,7 @@ def read_model_json(folder: Path) -> dict[str, Any]:
     return meta
 
 
-class ServingModel:
+class ServingModel(OrtTowers):
     """Both towers in ONNX Runtime on CPU, the tokenizer in `tokenizers`; what the server and indexing need."""
 
     runtime = "onnx"
@@ -98,18 +98,6 @@ class ServingModel:
     def token_ids(self, texts: list[str]) -> np.ndarray:
         """Token ids [B, L] of texts: padded to the longest (or the tower's fixed length), truncated."""
         return np.array([e.ids for e in self._tokenizer.encode_batch(list(texts))], dtype=np.int64)
-
-    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Normalised float32 pixels [B, 3, S, S] -> unit embeddings [B, dim]."""
-        return self.image_session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0]
-
-    def encode_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Token ids [B, L] -> unit embeddings [B, dim]."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        feed = {"input_ids": ids}
-        if self.pad_token_id is not None:
-            feed["attention_mask"] = (ids != self.pad_token_id).astype(np.int64)
-        return self.text_session.run(None, feed)[0]
 
 
 def model_folder(spec: str | Path) -> Path | None:
