@@ -1,7 +1,8 @@
 """'Train HarMA adapter from labelled polygons' through processing.run against its own live server.
 
 A harma-tiny server (short training) on a labelled UCM mosaic built by tools/mosaic.py: progress into the
-feedback, the run's result, the offered re-index (POST /model + an indexing job), and cancel.
+feedback (no images/s in the first steps), the readable before/after table, the offered re-index (a collection's
+reindex job followed with real progress, or a new collection with the new model), and cancel read as cancelled.
 """
 import json
 import subprocess
@@ -11,7 +12,7 @@ import urllib.request
 
 import processing
 import pytest
-from plugin_testing import REPO, SERVER_PYTHON, WAIT_LIMIT_S, get_json
+from plugin_testing import REPO, SERVER_PYTHON, WAIT_LIMIT_S, get_json, wait_until
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -30,6 +31,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().__init__()
         self.values: list[float] = []
         self.texts: list[str] = []
+        self.pairs: list[tuple[str, float]] = []  # (progress text at the time, progress value)
         self.cancel_after = cancel_after
         self.progressChanged.connect(self._record)
 
@@ -39,6 +41,7 @@ class RecordingFeedback(QgsProcessingFeedback):
 
     def _record(self, value: float) -> None:
         self.values.append(value)
+        self.pairs.append((self.texts[-1] if self.texts else "", value))
         if self.cancel_after is not None and value > self.cancel_after:
             self.cancel()
 
@@ -102,34 +105,61 @@ def _params(url, layers, **extra):
             "BATCH_SIZE": 4, "SERVER_URL": url, **extra}
 
 
-def test_training_reports_progress_and_reindexes_on_request(tiny_server, layers):
+def _post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 - loopback test server
+        return json.loads(resp.read())
+
+
+def test_training_reports_progress_and_a_readable_table(tiny_server, layers):
     url, _ = tiny_server
     served = get_json(f"{url}/api/v1/health")["model"]
     feedback = RecordingFeedback()
     out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="qgis1"), feedback=feedback)
-    assert out["STATE"] == "done" and out["RUN_DIR"].endswith("runs/qgis1") and "polygons" in out["REPORT"]
+    assert out["STATE"] == "done" and out["RUN_DIR"].endswith("runs/qgis1") and out["REINDEXED_INTO"] == ""
+    report = out["REPORT"]
+    assert "Validation 'polygons'" in report and "before → after" in report, report
+    for label in ("class P@10", "top-1 accuracy", "val score"):
+        row = next(line for line in report.splitlines() if line.strip().startswith(label))
+        assert "→" in row and "{" not in row, report
     assert feedback.values and max(feedback.values) == 100
-    assert any(t.startswith("running: step") and "ETA" in t for t in feedback.texts) or len(feedback.values) < 3
+    steps = [t for t in feedback.texts if t.startswith("running: step")]
+    assert not steps or "measuring speed" in steps[0]  # no images/s from the first steps
     assert get_json(f"{url}/api/v1/health")["model"] == served  # no collection given: the model stays
+
+
+def test_reindex_with_the_new_model_follows_the_job(tiny_server, layers):
+    url, data = tiny_server
+    _post(f"{url}/api/v1/collections", {"name": "base", "tile_size": 32})  # many small tiles: a job of a few polls
+    job = _post(f"{url}/api/v1/collections/base/rasters", {"paths": [str(data / "mosaic.tif")]})["job_id"]
+    wait_until(lambda: get_json(f"{url}/api/v1/jobs/{job}")["state"] == "done", "base indexed")
+    feedback = RecordingFeedback()
+    out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="qgis1", REINDEX_COLLECTION="base"),
+                         feedback=feedback)
+    assert out["STATE"] == "done" and out["REINDEXED_INTO"] == "base-qgis1"
+    reindex = [value for text, value in feedback.pairs if text.startswith("re-index ")]
+    assert any(0 < value < 100 for value in reindex), feedback.pairs
+    assert reindex[-1] == 100
+    listing = {c["name"]: c for c in get_json(f"{url}/api/v1/collections")["collections"]}
+    assert listing["base-qgis1"]["model"]["source"].endswith("runs/qgis1")
+    assert not listing["base"]["model"]["source"].endswith("runs/qgis1")  # the old collection stays as it was
+    assert get_json(f"{url}/api/v1/collections/base-qgis1")["tiles"] == get_json(f"{url}/api/v1/collections/base")["tiles"]
 
     out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="qgis1", REINDEX_COLLECTION="tuned"),
                          feedback=RecordingFeedback())
-    health = get_json(f"{url}/api/v1/health")
-    assert health["model"] != served and "tuned" in health["collections"]
-    tuned = get_json(f"{url}/api/v1/collections/tuned")
-    assert tuned["tiles"] == 12
-    req = urllib.request.Request(f"{url}/api/v1/model", data=json.dumps({"model": "harma-tiny"}).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=120).close()  # noqa: S310 - loopback test server
+    assert out["REINDEXED_INTO"] == "tuned" and get_json(f"{url}/api/v1/collections/tuned")["tiles"] == 12
 
 
-def test_cancel_in_qgis_cancels_the_training_job(tiny_server, layers):
+def test_cancel_in_qgis_reads_as_cancelled(tiny_server, layers):
     url, _ = tiny_server
-    with pytest.raises(QgsProcessingException, match="Training cancelled") as info:
-        processing.run("harma_search:train_adapter", _params(url, layers, RUN="long", EPOCHS=500),
-                       feedback=RecordingFeedback(cancel_after=0.0))
-    job_id = str(info.value).split("server job ", 1)[1].split()[0]
-    assert get_json(f"{url}/api/v1/jobs/{job_id}")["state"] == "cancelled"
+    feedback = RecordingFeedback(cancel_after=0.0)
+    out = processing.run("harma_search:train_adapter", _params(url, layers, RUN="long", EPOCHS=500),
+                         feedback=feedback)
+    assert out["STATE"] == "cancelled" and out["REPORT"].startswith("Training cancelled; run it again")
+    assert feedback.texts[-1].startswith("Training cancelled; run it again")
+    assert not any("failed" in t for t in feedback.texts)
+    assert get_json(f"{url}/api/v1/jobs/{out['JOB_ID']}")["state"] == "cancelled"
 
 
 def test_bad_label_field_is_reported(tiny_server, layers):

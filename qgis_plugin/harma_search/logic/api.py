@@ -82,6 +82,11 @@ def add_rasters(collection: str, paths: list[str] | tuple[str, ...]) -> ApiReque
     return ApiRequest("POST", f"/collections/{_seg(collection)}/rasters", {"paths": list(paths)})
 
 
+def reindex_collection(name: str, model: str, into: str) -> ApiRequest:
+    """POST /collections/<name>/reindex: an index job (202 {job_id}) building `into` from its rasters with model."""
+    return ApiRequest("POST", f"/collections/{_seg(name)}/reindex", {"model": model, "into": into})
+
+
 def job_status(job_id: str) -> ApiRequest:
     """GET /jobs/<id>."""
     return ApiRequest("GET", f"/jobs/{_seg(job_id)}")

@@ -134,6 +134,35 @@ def run_index(
     if not job_id:
         raise ServerResponseError(f"the server started no job for {params.collection!r}: got {started!r}")
     on_job(job_id)
+    return follow_job(client, job_id, on_progress, is_cancelled, poll_seconds)
+
+
+def run_reindex(
+    client: Client,
+    collection: str,
+    model: str,
+    into: str,
+    on_progress: Callable[[JobStatus], None],
+    is_cancelled: Callable[[], bool],
+    on_job: Callable[[str], None] = lambda job_id: None,
+) -> JobStatus:
+    """POST /collections/<name>/reindex (a new collection `into` with model) and follow its index job."""
+    started = client.detached().call(api.reindex_collection(collection, model, into))
+    job_id = str(started.get("job_id", "")) if isinstance(started, dict) else ""
+    if not job_id:
+        raise ServerResponseError(f"the server started no re-index job for {collection!r}: got {started!r}")
+    on_job(job_id)
+    return follow_job(client, job_id, on_progress, is_cancelled)
+
+
+def follow_job(
+    client: Client,
+    job_id: str,
+    on_progress: Callable[[JobStatus], None],
+    is_cancelled: Callable[[], bool],
+    poll_seconds: float = POLL_SECONDS,
+) -> JobStatus:
+    """Poll an index job to its end; on cancel, cancel the server job and raise CancelledError."""
     try:
         while not is_cancelled():
             status = parse_job(client.call(api.job_status(job_id)), job_id)

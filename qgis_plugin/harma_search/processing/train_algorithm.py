@@ -1,8 +1,10 @@
 """Processing algorithm 'Train HarMA adapter from labelled polygons': a server training job (POST /train).
 
-Progress, ETA and cancel mirror the server job (GET/DELETE /jobs/<id>). When the run is done, the algorithm
-offers the re-index: give a collection name and it asks the server to serve the new model (POST /model)
-and indexes the same rasters into that collection with it; empty, it only reports the run folder.
+Progress, ETA and cancel mirror the server job (GET/DELETE /jobs/<id>); a cancel is reported as cancelled (state
+'cancelled', the run resumes when run again), not as an error. The result is a readable before/after validation
+table. When the run is done, the algorithm offers the re-index: give a collection and the server re-indexes its
+rasters with the new model into '<collection>-<run>' (POST /collections/<name>/reindex, a job followed with its
+progress); a collection not on the server is created with the new model from the training rasters.
 """
 from __future__ import annotations
 
@@ -23,23 +25,12 @@ from qgis.core import (
 
 from ..logic import api
 from ..logic.errors import CancelledError, PluginError, ServerResponseError
-from ..logic.operations import POLL_SECONDS, cancel_job, run_index
+from ..logic.operations import POLL_SECONDS, cancel_job, run_index, run_reindex
 from ..logic.params import IndexParams
 from ..logic.sources import path_from_source, unique_paths
-from ..logic.status import JobStatus, format_duration, parse_job
+from ..logic.status import JobStatus, parse_collections, parse_job
+from ..logic.training import CANCELLED_TEXT, TrainingWatch, reindex_target, report_table
 from .common import add_server_parameter, client_for
-
-
-def describe_training(status: JobStatus) -> str:
-    """One line: steps, images per second and ETA (the job API counts training steps as 'done')."""
-    if not status.total:
-        return f"{status.state}: reading labelled tiles and caching features"
-    text = f"{status.state}: step {status.done}/{status.total}"
-    if status.tiles_per_s:
-        text += f" · {status.tiles_per_s:.1f} images/s"
-    if not status.finished:
-        text += f" · ETA {format_duration(status.eta_s)}"
-    return text
 
 
 class TrainAdapterAlgorithm(QgsProcessingAlgorithm):
@@ -47,7 +38,7 @@ class TrainAdapterAlgorithm(QgsProcessingAlgorithm):
 
     RASTERS, POLYGONS, FIELD, TEMPLATE, EPOCHS = "RASTERS", "POLYGONS", "LABEL_FIELD", "TEMPLATE", "EPOCHS"
     TILE_SIZE, BATCH_SIZE, RUN, REINDEX = "TILE_SIZE", "BATCH_SIZE", "RUN", "REINDEX_COLLECTION"
-    JOB_ID, STATE, RUN_DIR, REPORT = "JOB_ID", "STATE", "RUN_DIR", "REPORT"
+    JOB_ID, STATE, RUN_DIR, REPORT, INTO = "JOB_ID", "STATE", "RUN_DIR", "REPORT", "REINDEXED_INTO"
 
     def name(self) -> str:
         """Algorithm id within the provider."""
@@ -62,9 +53,11 @@ class TrainAdapterAlgorithm(QgsProcessingAlgorithm):
         return ("Fine-tunes the server's model on tiles of the raster layers labelled by the polygons' class "
                 "field (a tile takes a label its polygons cover at least 30 % of; validation uses held-out "
                 "blocks of tiles). Runs as a server job with progress, ETA and cancel. The server keeps its "
-                "model until asked: give a collection to re-index into, and when training is done the server "
-                "switches to the new model and indexes the rasters there. Files must lie under the server's "
-                "allowed roots.")
+                "model for every existing collection: give a collection to re-index, and when training is done "
+                "its rasters are indexed with the new model into '<collection>-<run>' (a collection not on the "
+                "server is created with the new model from the training rasters). Cancel keeps the last "
+                "finished epoch: run again with the same run name to resume. Files must lie under the "
+                "server's allowed roots.")
 
     def createInstance(self) -> TrainAdapterAlgorithm:  # noqa: N802 - QGIS API name
         """A fresh copy (Processing runs copies)."""
@@ -88,12 +81,14 @@ class TrainAdapterAlgorithm(QgsProcessingAlgorithm):
             self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Type.Integer, 64, False, 2, 4096))
         self.addParameter(QgsProcessingParameterString(self.RUN, "Run name (empty: dated)", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            self.REINDEX, "When done, re-index the rasters with the new model into collection (empty: no)",
+            self.REINDEX, "When done, re-index this collection with the new model into '<collection>-<run>' "
+            "(empty: no)",
             optional=True))
         add_server_parameter(self)
         for key, label in ((self.JOB_ID, "Server job id"), (self.STATE, "Final job state"),
                            (self.RUN_DIR, "Run folder (a model for --model / POST /model)"),
-                           (self.REPORT, "Validation before and after")):
+                           (self.REPORT, "Validation before and after"),
+                           (self.INTO, "Collection re-indexed with the new model")):
             self.addOutput(QgsProcessingOutputString(key, label))
 
     def _body(self, parameters, context) -> dict:  # noqa: ANN001 - QGIS API objects
@@ -121,50 +116,76 @@ class TrainAdapterAlgorithm(QgsProcessingAlgorithm):
         return body
 
     def processAlgorithm(self, parameters, context, feedback) -> dict:  # noqa: N802, ANN001 - QGIS API
-        """Start the training job, poll it into the feedback, then optionally switch model and re-index."""
+        """Start the training job, poll it into the feedback, report before/after, then optionally re-index."""
         body = self._body(parameters, context)
         reindex = self.parameterAsString(parameters, self.REINDEX, context).strip()
         client = client_for(self, parameters, context, feedback)
+        out = {self.JOB_ID: "", self.STATE: "", self.RUN_DIR: "", self.REPORT: "", self.INTO: ""}
         try:
             started = client.detached().call(api.ApiRequest("POST", "/train", body))
-            job_id = str(started.get("job_id", "")) if isinstance(started, dict) else ""
+            out[self.JOB_ID] = job_id = str(started.get("job_id", "")) if isinstance(started, dict) else ""
             if not job_id:
                 raise ServerResponseError(f"the server started no training job: got {started!r}")
             feedback.pushInfo(f"Server job {job_id} started")
             status = self._poll(client, job_id, feedback)
+            out[self.STATE] = status.state
+            if status.state == "cancelled":
+                feedback.pushWarning(f"{CANCELLED_TEXT} (server job {job_id} is cancelled)")
+                return {**out, self.REPORT: CANCELLED_TEXT}
             if status.state != "done":
                 raise ServerResponseError(f"Training job {job_id} {status.state}: "
                                           f"{'; '.join(status.errors) or 'no detail'}")
-            result = client.call(api.job_status(job_id)).get("result") or {}
-            run_dir = str(result.get("run", ""))
-            report = f"validation before: {result.get('init_val')}; best: {result.get('best_val')}"
-            feedback.pushInfo(f"Trained {run_dir} ({report})")
+            result = client.detached().call(api.job_status(job_id)).get("result") or {}
+            out[self.RUN_DIR] = run_dir = str(result.get("run", ""))
+            out[self.REPORT] = report_table(result)
+            feedback.pushInfo(f"Trained {run_dir}\n{out[self.REPORT]}")
             if reindex:
-                switched = client.call(api.ApiRequest("POST", "/model", {"model": run_dir}))
-                feedback.pushInfo(f"The server now runs {switched.get('model')}; re-indexing into {reindex!r}")
-                index = run_index(client, IndexParams(collection=reindex, paths=tuple(body["raster"]),
-                                                      tile_size=body["tile_size"]),
-                                  lambda s: feedback.setProgressText(f"re-index {s.describe()}"), feedback.isCanceled)
-                feedback.pushInfo(f"Re-indexed into {reindex!r}: {index.describe()}")
+                out[self.INTO] = self._reindex(client, reindex, run_dir, body, feedback)
             else:
-                feedback.pushInfo(f"To search with it, re-index: run this again with a collection to re-index "
-                                  f"into, or start the server with --model {run_dir}")
+                feedback.pushInfo("To search with it, re-index: run this again with a collection to re-index "
+                                  f"(same run name: nothing is retrained), or POST /collections/NAME/reindex "
+                                  f'{{"model": "{run_dir}", "into": "NEW"}}')
+        except CancelledError as exc:
+            feedback.pushWarning(f"Re-index cancelled: {exc}")
         except PluginError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        return {self.JOB_ID: job_id, self.STATE: status.state, self.RUN_DIR: run_dir, self.REPORT: report}
+        return out
+
+    def _reindex(self, client, collection: str, run_dir: str, body: dict, feedback) -> str:  # noqa: ANN001
+        """Re-index collection (or, new, the training rasters) with the new model; the collection made."""
+        def progress(status: JobStatus) -> None:
+            feedback.setProgressText(f"re-index {status.describe()}")
+            feedback.setProgress(status.percent)
+
+        existing = set(parse_collections(client.call(api.list_collections())))
+        if collection in existing:
+            into = reindex_target(collection, run_dir)
+            feedback.pushInfo(f"Re-indexing {collection!r} with the new model into {into!r}")
+            final = run_reindex(client, collection, run_dir, into, progress, feedback.isCanceled,
+                                lambda job: feedback.pushInfo(f"Re-index job {job} started"))
+        else:
+            into = collection
+            feedback.pushInfo(f"Indexing the training rasters with the new model into the new collection {into!r}")
+            client.call(api.ApiRequest("POST", "/collections", {"name": into, "model": run_dir,
+                                                                "tile_size": body["tile_size"]}))
+            final = run_index(client, IndexParams(collection=into, paths=tuple(body["raster"]),
+                                                  tile_size=body["tile_size"]), progress, feedback.isCanceled)
+        feedback.pushInfo(f"Re-indexed into {into!r}: {final.describe()}; search it to use the new model")
+        return into
 
     def _poll(self, client, job_id: str, feedback) -> JobStatus:  # noqa: ANN001 - QGIS API objects
         """Poll the job to its end; a cancel in QGIS cancels the server job (its last epoch is kept)."""
+        watch = TrainingWatch()
         try:
             while not feedback.isCanceled():
                 status = parse_job(client.call(api.job_status(job_id)), job_id)
+                feedback.setProgressText(watch.describe(status))
                 feedback.setProgress(status.percent)
-                feedback.setProgressText(describe_training(status))
                 if status.finished:
                     return status
                 time.sleep(POLL_SECONDS)
         except CancelledError:
             pass  # a poll aborted by the cancel: cancel the server job below
         final = cancel_job(client.detached(), job_id)
-        raise CancelledError(f"Training cancelled by the user; server job {job_id} is {final.state} "
-                             "(run again with the same run name to resume from the last finished epoch)")
+        feedback.setProgressText(watch.describe(final))
+        return final
