@@ -28,6 +28,13 @@ def _json(data: Any, status: int = 200, mimetype: str = "application/json") -> R
     return Response(json.dumps(data, allow_nan=False), status=status, mimetype=mimetype)
 
 
+def _accepted(job: Any) -> Response:
+    """202 with the job and its Location, the answer of every request that starts a job."""
+    resp = _json(job.to_dict(), 202)
+    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
+    return resp
+
+
 def _body() -> Any:
     try:
         body = request.get_json(silent=True)
@@ -97,18 +104,12 @@ def delete_collection(name: str) -> Response:
 
 @bp.post("/collections/<name>/rasters")
 def add_rasters(name: str) -> Response:
-    job = services().add_rasters(name, _body())
-    resp = _json(job.to_dict(), 202)
-    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
-    return resp
+    return _accepted(services().add_rasters(name, _body()))
 
 
 @bp.post("/collections/<name>/reindex")
 def reindex(name: str) -> Response:
-    job = services().reindex(name, _body())
-    resp = _json(job.to_dict(), 202)
-    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
-    return resp
+    return _accepted(services().reindex(name, _body()))
 
 
 @bp.delete("/collections/<name>/rasters")
@@ -133,10 +134,7 @@ def cancel_job(job_id: str) -> Response:
 
 @bp.post("/train")
 def train() -> Response:
-    job = start_training(services(), _body())
-    resp = _json(job.to_dict(), 202)
-    resp.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
-    return resp
+    return _accepted(start_training(services(), _body()))
 
 
 @bp.post("/model")

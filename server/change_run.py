@@ -23,7 +23,7 @@ from shapely.geometry import box, mapping
 
 from harma_core import embed_images
 from harma_core.views import check_views
-from server.errors import InvalidRequest, RasterError
+from server.errors import InvalidRequest, RasterError, reject_unknown
 from server.indexing.aligned import (
     AlignedGrid,
     cell_id,
@@ -83,10 +83,7 @@ class ChangeRequest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChangeRequest:
         """Build from JSON-like values; unknown keys and wrong types fail with InvalidRequest."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InvalidRequest(f"unknown change parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown(d, {f.name for f in fields(cls)}, "change parameter")
         d = {k: v for k, v in d.items() if v is not None}
         try:
             for key in ("before", "after"):

@@ -139,3 +139,10 @@ def write_failure(kind: str, cause: BaseException, where: Path, kept: int | None
     if kind == "full":
         return StoreWriteFailed(f"disk full: {what}, free space and rerun ({cause})")
     return StoreWriteFailed(f"writing to {where} failed ({cause}): {what}; check the disk and rerun")
+
+
+def reject_unknown(d: dict[str, Any], known: set[str], what: str) -> None:
+    """InvalidRequest naming the keys of `d` that are not in `known` (and the known ones), if any."""
+    unknown = set(d) - known
+    if unknown:
+        raise InvalidRequest(f"unknown {what}(s) {sorted(unknown)}; known: {sorted(known)}")

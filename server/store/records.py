@@ -10,7 +10,7 @@ from shapely.geometry.base import BaseGeometry
 
 from harma_core.raster_pixels import STRETCH_PERCENTILES
 from harma_core.views import DEFAULT_VIEWS, check_views
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, reject_unknown
 
 MIN_SIDE = 16  # pixels; smaller rasters carry too little to embed meaningfully
 MAX_SIDE = 8192  # pixels; a larger tile is a whole scene, not a place, and costs a huge read
@@ -89,10 +89,7 @@ class TilingParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TilingParams:
         """Build from a dict; unknown keys fail."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InvalidRequest(f"unknown tiling parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown(d, {f.name for f in fields(cls)}, "tiling parameter")
         d = {k: v for k, v in d.items() if v is not None}
         try:
             if "bands" in d:

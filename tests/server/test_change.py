@@ -3,7 +3,6 @@ POST /api/v1/change on a live server."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from maps_testutil import live_server
 from server_testutil import REPO, call, noise, write_raster
 from shapely.geometry import box
 
@@ -157,22 +157,8 @@ def test_cli_refuses_bad_input_in_one_line(case: str, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def change_server(tmp_path_factory: pytest.TempPathFactory):
     """A live `python -m server` whose allowed root is the multi-date data."""
-    store = tmp_path_factory.mktemp("change_store")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--store", str(store), "--host", "127.0.0.1",
-                             "--port", "0", "--allowed-root", str(DATA)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        m = re.search(r"serving on (http://127\.0\.0\.1:\d+/api/v1)", line)
-        if m:
-            base = m.group(1)
-            break
-    assert base, "server did not start:\n" + "".join(seen)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=60)
+    with live_server(tmp_path_factory.mktemp("change_store"), DATA) as base:
+        yield base
 
 
 @pytest.mark.slow
