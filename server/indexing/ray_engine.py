@@ -8,6 +8,7 @@ window), so a retried task's rows count once and a shard is written only when al
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -135,6 +136,7 @@ def run_or_explain(chunks: Sequence[Chunk], todo: Sequence[int], collector: Shar
     except (ray.exceptions.RayError, ConnectionError, RuntimeError, OSError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         written = sum(1 for c in todo if c not in collector.rows)
+        logging.getLogger("ray").disabled = True  # the run is over: Ray Data's threads would log it again
         with contextlib.suppress(Exception):  # stop the core worker now: its recovery chatter would follow our line
             ray.shutdown()
         raise ServerError(f"the Ray cluster failed during the run ({type(e).__name__}: {reason}); the "
